@@ -1,0 +1,236 @@
+//! The block header and every pointer step between blocks.
+//!
+//! ```text
+//!  block start (16-aligned)
+//!  +------------+------------+------------+--------------+
+//!  | prev_units | region id  | size_units | flags | check |   Header, 16 bytes
+//!  +------------+------------+------------+--------------+
+//!  | payload (used) / free-tree node (free) ...            |   <- payload()
+//!  |                                 [name, 32 bytes]      |   only if NAMED
+//!  +-------------------------------------------------------+
+//! ```
+//!
+//! Sizes are kept in 16-byte *units*. `prev_units == 0` marks the first block
+//! of a region. The `check` field is 24 bits of a keyed hash over the block's
+//! address and the other header fields; `seal` writes it, `is_sealed` tests it.
+
+/// Alignment of every payload and every block.
+pub const ALIGN: usize = 16;
+/// Bytes of header in front of every payload.
+pub const HEADER: usize = 16;
+/// Smallest block: a header plus room for one free-tree node.
+pub const MIN_BLOCK: usize = 32;
+/// Bytes at the end of a named block that hold its name (31 bytes + NUL).
+pub const NAME_AREA: usize = 32;
+/// The largest block size, in units (fits the 32-bit size fields).
+pub const MAX_UNITS: usize = u32::MAX as usize;
+
+/// The block is free.
+pub const FREE: u32 = 1;
+/// The block stores a name in its last `NAME_AREA` bytes.
+pub const NAMED: u32 = 2;
+const FLAG_MASK: u32 = 0xff;
+
+/// The in-memory block header.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Header {
+    prev_units: u32,
+    region: u32,
+    size_units: u32,
+    tag: u32,
+}
+
+/// A pointer to a block header.
+///
+/// A `Block` is created (unsafely, with [`Block::from_raw`]) only for a
+/// 16-aligned address inside a mapped region owned by the caller's heap, with
+/// at least `HEADER` bytes before the region's end. Its methods rely on that:
+/// a `Block` must not be used after its region is unmapped or while another
+/// thread may modify the same header (the heap lock prevents that).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Block(*mut Header);
+
+impl Block {
+    /// Wraps a header address.
+    ///
+    /// # Safety
+    /// `addr` must be 16-aligned and lie inside a mapped region of the
+    /// caller's heap with at least `HEADER` bytes before the region's end, and
+    /// the caller must hold that heap's lock for as long as the `Block` is used.
+    #[inline]
+    pub unsafe fn from_raw(addr: usize) -> Block {
+        debug_assert!(addr.is_multiple_of(ALIGN) && addr != 0);
+        Block(addr as *mut Header)
+    }
+
+    /// The block's address (its header).
+    #[inline]
+    pub fn addr(self) -> usize {
+        self.0 as usize
+    }
+
+    #[inline]
+    fn header(self) -> Header {
+        // SAFETY: by the type invariant the header is mapped, aligned and not
+        // modified concurrently.
+        unsafe { self.0.read() }
+    }
+
+    #[inline]
+    fn store(self, h: Header) {
+        // SAFETY: as in `header`; the heap lock gives this thread the only
+        // access to the header.
+        unsafe { self.0.write(h) }
+    }
+
+    /// Whole size in bytes, header included.
+    #[inline]
+    pub fn size(self) -> usize {
+        (self.header().size_units as usize) * ALIGN
+    }
+
+    /// Whole size in 16-byte units.
+    #[inline]
+    pub fn units(self) -> u32 {
+        self.header().size_units
+    }
+
+    /// Size of the previous block in bytes (0 for the first block of a region).
+    #[inline]
+    pub fn prev_size(self) -> usize {
+        (self.header().prev_units as usize) * ALIGN
+    }
+
+    /// The id of the region that holds this block.
+    #[inline]
+    pub fn region(self) -> u32 {
+        self.header().region
+    }
+
+    /// The flag bits (`FREE`, `NAMED`).
+    #[inline]
+    pub fn flags(self) -> u32 {
+        self.header().tag & FLAG_MASK
+    }
+
+    /// Whether the block is free.
+    #[inline]
+    pub fn is_free(self) -> bool {
+        self.flags() & FREE != 0
+    }
+
+    /// Whether the block carries a name.
+    #[inline]
+    pub fn is_named(self) -> bool {
+        self.flags() & NAMED != 0
+    }
+
+    /// First byte after the block.
+    #[inline]
+    pub fn end(self) -> usize {
+        self.addr() + self.size()
+    }
+
+    /// The payload address handed to the user.
+    #[inline]
+    pub fn payload(self) -> usize {
+        self.addr() + HEADER
+    }
+
+    /// Bytes the user may write: the payload minus the name area.
+    #[inline]
+    pub fn usable(self) -> usize {
+        let name = if self.is_named() { NAME_AREA } else { 0 };
+        self.size() - HEADER - name
+    }
+
+    /// Address of the name area (meaningful only when `is_named`).
+    #[inline]
+    pub fn name_addr(self) -> usize {
+        self.end() - NAME_AREA
+    }
+
+    /// The block that follows in memory. The caller must know it exists
+    /// (`end() < region end`).
+    #[inline]
+    pub fn next(self) -> Block {
+        Block(self.end() as *mut Header)
+    }
+
+    /// The block that precedes in memory, if this is not the region's first.
+    #[inline]
+    pub fn prev(self) -> Option<Block> {
+        match self.prev_size() {
+            0 => None,
+            p => Some(Block((self.addr() - p) as *mut Header)),
+        }
+    }
+
+    /// Writes every header field and the check. `size` and `prev_size` are
+    /// in bytes and must be multiples of 16 below `MAX_UNITS * 16`.
+    #[inline]
+    pub fn write(self, secret: u64, region: u32, prev_size: usize, size: usize, flags: u32) {
+        debug_assert!(size.is_multiple_of(ALIGN) && size / ALIGN <= MAX_UNITS);
+        debug_assert!(prev_size.is_multiple_of(ALIGN) && prev_size / ALIGN <= MAX_UNITS);
+        let mut h = Header {
+            prev_units: (prev_size / ALIGN) as u32,
+            region,
+            size_units: (size / ALIGN) as u32,
+            tag: flags & FLAG_MASK,
+        };
+        h.tag |= check(self.addr(), secret, &h) << 8;
+        self.store(h);
+    }
+
+    /// Changes the size, keeping the other fields.
+    #[inline]
+    pub fn set_size(self, secret: u64, size: usize) {
+        self.write(secret, self.region(), self.prev_size(), size, self.flags());
+    }
+
+    /// Changes the recorded size of the previous block.
+    #[inline]
+    pub fn set_prev_size(self, secret: u64, prev_size: usize) {
+        self.write(secret, self.region(), prev_size, self.size(), self.flags());
+    }
+
+    /// Changes the flags, keeping the other fields.
+    #[inline]
+    pub fn set_flags(self, secret: u64, flags: u32) {
+        self.write(secret, self.region(), self.prev_size(), self.size(), flags);
+    }
+
+    /// Whether the check field matches the other fields.
+    #[inline]
+    pub fn is_sealed(self, secret: u64) -> bool {
+        let h = self.header();
+        h.tag >> 8 == check(self.addr(), secret, &h)
+    }
+}
+
+/// 24 bits of a keyed hash of a header's address and fields (not its check).
+fn check(addr: usize, secret: u64, h: &Header) -> u32 {
+    let fields = (h.prev_units as u64) << 32 | h.region as u64;
+    let more = (h.size_units as u64) << 32 | (h.tag & FLAG_MASK) as u64;
+    let mut x = (addr as u64) ^ secret;
+    x = (x ^ fields).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ more ^ (x >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (x >> 40) as u32
+}
+
+/// Rounds `n` up to a multiple of `a` (a power of two); `None` on overflow.
+#[inline]
+pub fn round_up(n: usize, a: usize) -> Option<usize> {
+    Some(n.checked_add(a - 1)? & !(a - 1))
+}
+
+/// The block size for a request of `n` bytes (ARCHITECTURE.md §3), or `None`
+/// when it would exceed the largest block.
+#[inline]
+pub fn need(n: usize, named: bool) -> Option<usize> {
+    let name = if named { NAME_AREA } else { 0 };
+    let size = round_up(n, ALIGN)?.checked_add(HEADER + name)?;
+    let size = size.max(MIN_BLOCK);
+    (size / ALIGN <= MAX_UNITS).then_some(size)
+}

@@ -1,0 +1,163 @@
+//! The `ALLOCATOR_*` options, read from `environ` without allocating.
+//!
+//! Reading walks the environment once. To notice a `setenv()` without a
+//! `getenv` per call, [`Options::stale`] compares a fingerprint: the
+//! `environ` pointer, the terminating NULL at the old length, and the entry
+//! pointer of every option found. Any difference means "read again".
+
+use core::ffi::c_char;
+
+use crate::heap::Policy;
+
+extern "C" {
+    static mut environ: *const *const c_char;
+}
+
+const KEYS: [&[u8]; 6] = [
+    b"ALLOCATOR_ALGORITHM=",
+    b"ALLOCATOR_SCRIBBLE=",
+    b"ALLOCATOR_CHECK=",
+    b"ALLOCATOR_LEAK_CHECK=",
+    b"ALLOCATOR_STATS=",
+    b"ALLOCATOR_TRACE=",
+];
+
+/// The options in effect.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// `ALLOCATOR_ALGORITHM` (None when unset or unknown).
+    pub policy: Option<Policy>,
+    /// `ALLOCATOR_SCRIBBLE`.
+    pub scribble: bool,
+    /// `ALLOCATOR_CHECK`.
+    pub check: bool,
+    /// `ALLOCATOR_LEAK_CHECK`.
+    pub leak_check: bool,
+    /// `ALLOCATOR_STATS`.
+    pub stats: bool,
+    /// `ALLOCATOR_TRACE`: the value (a C string in the environment) or null.
+    pub trace: *const c_char,
+    read: bool,
+    env: usize,
+    len: usize,
+    /// Per key: (index in environ, entry pointer), pointer 0 if absent.
+    found: [(usize, usize); KEYS.len()],
+    /// The environment entry last warned about (one warning per value).
+    warned: usize,
+}
+
+// SAFETY: `trace` points into the environment, which lives for the process;
+// the struct is only used under the heap lock.
+unsafe impl Send for Options {}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Options {
+    /// No options, not yet read.
+    pub const fn new() -> Options {
+        Options {
+            policy: None,
+            scribble: false,
+            check: false,
+            leak_check: false,
+            stats: false,
+            trace: core::ptr::null(),
+            read: false,
+            env: 0,
+            len: 0,
+            found: [(0, 0); KEYS.len()],
+            warned: 0,
+        }
+    }
+
+    /// Whether the environment may have changed since the last `read`.
+    #[inline]
+    pub fn stale(&self) -> bool {
+        let env = environ_ptr();
+        if !self.read || env as usize != self.env {
+            return true;
+        }
+        if env.is_null() {
+            return false;
+        }
+        // SAFETY: `environ` held at least `len + 1` entries when read; setenv
+        // replaces the array (changing the pointer) rather than shrink it.
+        if unsafe { !(*env.add(self.len)).is_null() } {
+            return true;
+        }
+        self.found.iter().any(|&(i, p)| {
+            // SAFETY: `i < len`, within the array checked above.
+            p != 0 && unsafe { *env.add(i) as usize != p }
+        })
+    }
+
+    /// Reads every option from the environment.
+    pub fn read(&mut self) {
+        let warned = self.warned;
+        *self = Options::new();
+        self.read = true;
+        self.warned = warned;
+        let env = environ_ptr();
+        self.env = env as usize;
+        if env.is_null() {
+            return;
+        }
+        let mut i = 0;
+        loop {
+            // SAFETY: environ is a NULL-terminated array of C strings.
+            let entry = unsafe { *env.add(i) };
+            if entry.is_null() {
+                break;
+            }
+            // SAFETY: each entry is a NUL-terminated string.
+            let bytes = unsafe { core::ffi::CStr::from_ptr(entry) }.to_bytes();
+            let key = KEYS.iter().position(|k| bytes.starts_with(k));
+            // The first occurrence wins, as with getenv.
+            if let Some(k) = key.filter(|&k| self.found[k].1 == 0) {
+                self.found[k] = (i, entry as usize);
+                // SAFETY: the value starts right after the key, inside the string.
+                let raw = unsafe { entry.add(KEYS[k].len()) };
+                self.set(k, &bytes[KEYS[k].len()..], raw, entry as usize);
+            }
+            i += 1;
+        }
+        self.len = i;
+    }
+
+    fn set(&mut self, key: usize, value: &[u8], raw: *const c_char, entry: usize) {
+        let on = !value.is_empty() && value != b"0";
+        match key {
+            0 => {
+                self.policy = Policy::from_name(value);
+                if self.policy.is_none() && !value.is_empty() && self.warned != entry {
+                    self.warned = entry;
+                    crate::eprint_raw!(
+                        "fitalloc: unknown ALLOCATOR_ALGORITHM '{}', using first_fit\n",
+                        crate::fmt::Text(value)
+                    );
+                }
+            }
+            1 => self.scribble = on,
+            2 => self.check = on,
+            3 => self.leak_check = on,
+            4 => self.stats = on,
+            _ => {
+                self.trace = if value.is_empty() {
+                    core::ptr::null()
+                } else {
+                    raw
+                }
+            }
+        }
+    }
+}
+
+fn environ_ptr() -> *const *const c_char {
+    // SAFETY: reading the `environ` pointer itself; a concurrent setenv is a
+    // race the C library has too (getenv), and a stale value is re-checked.
+    unsafe { core::ptr::addr_of!(environ).read_volatile() }
+}

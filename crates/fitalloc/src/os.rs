@@ -1,0 +1,130 @@
+//! The operating system: the only module that calls `mmap` and `munmap`.
+//!
+//! [`PageSource`] is what a heap maps its regions from; [`OsPages`] is the
+//! real one. Tests wrap it to inject failures.
+
+use core::ptr;
+
+/// Where a heap gets its regions.
+pub trait PageSource {
+    /// The granularity of `map`: every length passed is a multiple of it.
+    fn page_size(&self) -> usize;
+
+    /// Maps `len` bytes of readable, writable memory aligned to a page.
+    /// Returns the address and whether the memory is known to be zero.
+    fn map(&mut self, len: usize) -> Option<(usize, bool)>;
+
+    /// Gives a span back.
+    ///
+    /// # Safety
+    /// `addr` and `len` must be exactly a span returned by `map` on this
+    /// source, and nothing may use that memory afterwards.
+    unsafe fn unmap(&mut self, addr: usize, len: usize);
+}
+
+/// Regions straight from `mmap`, returned with `munmap`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsPages;
+
+impl PageSource for OsPages {
+    fn page_size(&self) -> usize {
+        page_size()
+    }
+
+    fn map(&mut self, len: usize) -> Option<(usize, bool)> {
+        map_anon(len).map(|a| (a, true))
+    }
+
+    unsafe fn unmap(&mut self, addr: usize, len: usize) {
+        // SAFETY: the caller passes a span that `map` returned and no longer uses.
+        unsafe { unmap_anon(addr, len) }
+    }
+}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions and does not allocate.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p <= 0 {
+        4096
+    } else {
+        p as usize
+    }
+}
+
+/// Maps `len` bytes of fresh zeroed memory; `None` if the kernel refuses.
+pub fn map_anon(len: usize) -> Option<usize> {
+    // SAFETY: an anonymous private mapping at an address of the kernel's
+    // choosing touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p as usize)
+}
+
+/// Unmaps a span.
+///
+/// # Safety
+/// The span must have come from `map_anon` and must not be used afterwards.
+pub unsafe fn unmap_anon(addr: usize, len: usize) {
+    // SAFETY: the caller gives up the span; munmap of our own mapping is sound.
+    unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+}
+
+/// Writes all of `bytes` to a file descriptor, retrying short writes.
+pub fn write_all(fd: i32, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: the pointer and length describe a live slice.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            if n < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+/// The calling thread's errno.
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location always returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the calling thread's errno.
+pub fn set_errno(e: i32) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// Ends the process with SIGABRT.
+pub fn abort() -> ! {
+    // SAFETY: abort has no preconditions.
+    unsafe { libc::abort() }
+}
+
+/// A 64-bit random value from the kernel's AT_RANDOM bytes (or the clock).
+pub fn random_seed() -> u64 {
+    // SAFETY: getauxval has no preconditions.
+    let at = unsafe { libc::getauxval(libc::AT_RANDOM) } as usize;
+    if at != 0 {
+        // SAFETY: AT_RANDOM points at 16 random bytes the kernel placed on the
+        // initial stack, valid for the life of the process.
+        return unsafe { ptr::read_unaligned(at as *const u64) };
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) << 32 ^ ts.tv_nsec as u64
+}
