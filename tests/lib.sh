@@ -1,0 +1,32 @@
+# Shared helpers for the numbered cases; source it first:
+#   . "$(dirname "$0")/lib.sh"
+# A case may also be run by hand: bash tests/NN-name.sh (after `make`).
+set -euo pipefail
+ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+SO=${SO:-$ROOT/allocator.so}
+BUILD=${BUILD:-$ROOT/tests/build}
+POLICIES=(first_fit next_fit best_fit worst_fit)
+mkdir -p "$BUILD/bin" "$BUILD/tmp"
+[ -f "$SO" ] || { echo "allocator.so missing: run make first" >&2; exit 1; }
+
+CFLAGS=(-O1 -g -Wall -Wextra -Werror -pthread -I"$ROOT/include")
+
+# build NAME SOURCE... [gcc flags]: compiles into $BUILD/bin/NAME, prints the path.
+build() {
+  local name=$1; shift
+  gcc "${CFLAGS[@]}" -o "$BUILD/bin/$name" "$@"
+  echo "$BUILD/bin/$name"
+}
+
+# build_linked NAME SOURCE...: like build, but links allocator.so directly
+# (no LD_PRELOAD needed to run it).
+build_linked() {
+  local name=$1; shift
+  gcc "${CFLAGS[@]}" -o "$BUILD/bin/$name" "$@" "$SO" -Wl,-rpath,"$ROOT"
+  echo "$BUILD/bin/$name"
+}
+
+# preload CMD...: runs CMD on fitalloc.
+preload() { LD_PRELOAD=$SO "$@"; }
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
