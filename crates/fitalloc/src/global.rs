@@ -11,7 +11,8 @@ use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use crate::heap::{Heap, Policy};
 use crate::lock::Lock;
 use crate::options::Options;
-use crate::os::{self, OsPages};
+use crate::cache::CachedPages;
+use crate::os;
 use crate::registry::Registry;
 
 /// The registry shared by every heap of this copy of the crate.
@@ -19,10 +20,13 @@ pub static REGISTRY: Registry = Registry::new();
 
 static NEXT_HEAP_ID: AtomicU32 = AtomicU32::new(1);
 
+/// The heap type of a process: regions through the span cache.
+pub type ProcessHeap = Heap<CachedPages>;
+
 /// A lazily created heap plus its options.
 pub struct State {
     /// The heap, once something was allocated.
-    pub heap: Option<Heap<OsPages>>,
+    pub heap: Option<ProcessHeap>,
     /// The options last read from the environment.
     pub options: Options,
 }
@@ -48,7 +52,7 @@ impl Shared {
 
     /// Runs `f` on the heap under the lock.
     #[inline]
-    pub fn with<R>(&self, f: impl FnOnce(&mut Heap<OsPages>) -> R) -> R {
+    pub fn with<R>(&self, f: impl FnOnce(&mut ProcessHeap) -> R) -> R {
         let mut guard = self.inner.lock();
         let st = &mut *guard;
         if st.options.stale() || st.heap.is_none() {
@@ -78,7 +82,7 @@ impl Shared {
         let policy = self.fixed.or(st.options.policy).unwrap_or_default();
         let heap = st.heap.get_or_insert_with(|| {
             let id = NEXT_HEAP_ID.fetch_add(1, Relaxed);
-            Heap::new(OsPages, &REGISTRY, id, policy)
+            Heap::new(CachedPages::new(), &REGISTRY, id, policy)
         });
         heap.set_policy(policy);
         heap.set_scribble(st.options.scribble);

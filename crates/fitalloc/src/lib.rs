@@ -10,6 +10,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`os`] | the only code that calls `mmap`/`munmap` |
+//! | [`cache`] | a bounded cache of released spans (a page source) |
 //! | [`registry`] | region descriptors and the page map (address → region) |
 //! | [`block`] | the block header and every pointer step |
 //! | [`tree`] | the intrusive AVL free index |
@@ -31,6 +32,7 @@
 extern crate std;
 
 pub mod block;
+pub mod cache;
 mod dump;
 pub mod fmt;
 pub mod global;

@@ -408,7 +408,7 @@ pub unsafe extern "C" fn write_memory(fp: *mut libc::FILE) {
 }
 
 /// Renders the dump into a fresh mapping; returns (address, length, mapped).
-fn render(heap: Option<&fitalloc::Heap<os::OsPages>>) -> Option<(usize, usize, usize)> {
+fn render(heap: Option<&fitalloc::global::ProcessHeap>) -> Option<(usize, usize, usize)> {
     let lines = heap.map_or(0, |h| h.dump_lines());
     let bytes = fitalloc::TITLE.len() + lines * fitalloc::MAX_LINE;
     let mapped = fitalloc::block::round_up(bytes, os::page_size())?;
