@@ -396,14 +396,14 @@ impl<S: PageSource> Heap<S> {
         Some((c, in_tree, zeroed))
     }
 
-    fn choose(&self, need: usize) -> Option<Block> {
+    fn choose(&mut self, need: usize) -> Option<Block> {
         let units = (need / ALIGN) as u32;
         match self.policy {
             Policy::FirstFit => self.tree.first_fit(units),
-            Policy::NextFit => self
-                .tree
-                .first_fit_from(self.reg, self.rover, units)
-                .or_else(|| self.tree.first_fit(units)),
+            Policy::NextFit => match self.tree.first_fit_from(self.reg, self.rover, units) {
+                Some(b) => Some(b),
+                None => self.tree.first_fit(units),
+            },
             Policy::BestFit => self.tree.lower_bound(units),
             Policy::WorstFit => self.tree.worst_fit().filter(|b| b.units() >= units),
         }

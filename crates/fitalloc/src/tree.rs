@@ -12,8 +12,8 @@
 //! `height = 1 + max(children's heights)` and differs by at most one between
 //! the children; `max = max(own units, children's max)`.
 //!
-//! Operations are recursive; the depth is the tree height, at most about
-//! 1.44 * log2(n) (62 for the largest possible heap).
+//! Operations are iterative over a root-to-node path of at most
+//! `MAX_DEPTH` nodes (an AVL tree of 2^43 blocks is at most 62 deep).
 
 use core::cmp::Ordering;
 
@@ -101,6 +101,10 @@ fn set_meta(b: Block, height: u32, max: u32) {
     set_word(b, 1, (word(b, 1) & ADDR_MASK) | hi);
 }
 
+fn set_max(b: Block, max: u32) {
+    set_meta(b, height(b), max);
+}
+
 fn h(l: Link) -> u32 {
     l.map_or(0, height)
 }
@@ -154,12 +158,25 @@ fn rebalance(b: Block) -> Block {
     b
 }
 
+/// Deepest possible tree: AVL height <= 1.44 log2(n + 2), n < 2^43.
+const MAX_DEPTH: usize = 64;
+
 /// An AVL tree of free blocks.
+///
+/// Every operation is iterative over an explicit root-to-node path. The last
+/// search remembers its path, so the removal, replacement or resize of the
+/// block it found (the common case: malloc splits the block it just chose)
+/// needs no second descent. Fix-ups walk up the path and stop as soon as a
+/// subtree's height and maximum are unchanged.
 #[derive(Debug)]
 pub struct Tree {
     root: Link,
     order: Order,
     len: usize,
+    path: [usize; MAX_DEPTH],
+    path_len: usize,
+    /// The block whose path is in `path` (0: none).
+    path_for: usize,
 }
 
 impl Tree {
@@ -169,6 +186,9 @@ impl Tree {
             root: None,
             order,
             len: 0,
+            path: [0; MAX_DEPTH],
+            path_len: 0,
+            path_for: 0,
         }
     }
 
@@ -197,140 +217,287 @@ impl Tree {
         m(self.root)
     }
 
+    #[inline]
     fn cmp(&self, reg: &Registry, a: Block, b: Block) -> Ordering {
-        let pos = |x: Block, y: Block| {
-            if x.region() == y.region() {
-                x.addr().cmp(&y.addr())
-            } else {
-                let sx = reg.desc(x.region()).seq();
-                sx.cmp(&reg.desc(y.region()).seq())
-            }
-        };
-        match self.order {
-            Order::Position => pos(a, b),
-            Order::Size => a.units().cmp(&b.units()).then_with(|| pos(a, b)),
+        if self.order == Order::Size && a.units() != b.units() {
+            return a.units().cmp(&b.units());
+        }
+        if a.region() == b.region() {
+            a.addr().cmp(&b.addr())
+        } else {
+            let sa = reg.desc(a.region()).seq();
+            sa.cmp(&reg.desc(b.region()).seq())
         }
     }
 
+    #[inline]
     fn less(&self, reg: &Registry, a: Block, b: Block) -> bool {
         self.cmp(reg, a, b) == Ordering::Less
     }
 
-    /// Adds a free block (not already in the tree).
-    pub fn insert(&mut self, reg: &Registry, x: Block) {
-        self.root = Some(self.insert_at(reg, self.root, x));
-        self.len += 1;
+    // ----------------------------------------------------------------------
+    // Paths.
+
+    fn node_at(&self, i: usize) -> Block {
+        // SAFETY: paths hold only blocks of this tree (see `unpack`).
+        unsafe { Block::from_raw(self.path[i]) }
     }
 
-    fn insert_at(&self, reg: &Registry, t: Link, x: Block) -> Block {
-        let Some(n) = t else {
-            set_word(x, 0, 0);
-            set_word(x, 1, 0);
-            set_meta(x, 1, x.units());
-            return x;
-        };
-        if self.less(reg, x, n) {
-            set_left(n, Some(self.insert_at(reg, left(n), x)));
-        } else {
-            set_right(n, Some(self.insert_at(reg, right(n), x)));
+    fn push(&mut self, b: Block) {
+        assert!(self.path_len < MAX_DEPTH, "free tree deeper than an AVL tree can be");
+        self.path[self.path_len] = b.addr();
+        self.path_len += 1;
+    }
+
+    /// Records the current path as leading to `b`.
+    fn found(&mut self, b: Option<Block>) -> Option<Block> {
+        self.path_for = b.map_or(0, |b| b.addr());
+        b
+    }
+
+    /// Makes `path[..path_len]` the path from the root to `x`; reuses the
+    /// last search's path when it led to `x`.
+    fn locate(&mut self, reg: &Registry, x: Block) {
+        if self.path_for == x.addr() {
+            return;
         }
-        rebalance(n)
+        self.path_len = 0;
+        let mut t = self.root;
+        loop {
+            let n = t.expect("free tree lost a block");
+            self.push(n);
+            if n == x {
+                break;
+            }
+            t = if self.less(reg, x, n) { left(n) } else { right(n) };
+        }
+        self.path_for = x.addr();
+    }
+
+    /// Points the parent of path level `i` (or the root) at `new`.
+    fn set_child(&mut self, i: usize, old: Block, new: Link) {
+        if i == 0 {
+            self.root = new;
+            return;
+        }
+        let parent = self.node_at(i - 1);
+        if left(parent) == Some(old) {
+            set_left(parent, new);
+        } else {
+            set_right(parent, new);
+        }
+    }
+
+    /// Restores heights, maxima and balance from path level `i` up to the
+    /// root, stopping once a subtree at or above level `floor` is unchanged.
+    fn fix_up(&mut self, mut i: usize, floor: usize) {
+        loop {
+            let n = self.node_at(i);
+            let (h0, m0) = (height(n), max(n));
+            let r = rebalance(n);
+            if r != n {
+                self.set_child(i, n, Some(r));
+            }
+            if i == 0 || (i <= floor && (height(r), max(r)) == (h0, m0)) {
+                break;
+            }
+            i -= 1;
+        }
+        self.path_for = 0;
+    }
+
+    /// After the size of the node at path level `i` changed (no structural
+    /// change), refreshes the maxima above it. Heights cannot change, and a
+    /// parent's new maximum follows from its child's old and new maximum
+    /// unless the child was the parent's maximum and shrank: only then is
+    /// the sibling read.
+    fn fix_max_up(&mut self, i: usize) {
+        let n = self.node_at(i);
+        let (mut old, mut new) = (max(n), n.units().max(m(left(n))).max(m(right(n))));
+        set_max(n, new);
+        let mut child = n;
+        for level in (0..i).rev() {
+            if old == new {
+                break;
+            }
+            let p = self.node_at(level);
+            let pm = max(p);
+            let pnew = if new >= pm {
+                new
+            } else if old < pm {
+                pm
+            } else {
+                let sibling = if left(p) == Some(child) { right(p) } else { left(p) };
+                p.units().max(new).max(m(sibling))
+            };
+            set_max(p, pnew);
+            (old, new, child) = (pm, pnew, p);
+        }
+        self.path_for = 0;
+    }
+
+    // ----------------------------------------------------------------------
+    // Changes.
+
+    /// Adds a free block (not already in the tree).
+    pub fn insert(&mut self, reg: &Registry, x: Block) {
+        set_word(x, 0, 0);
+        set_word(x, 1, 0);
+        set_meta(x, 1, x.units());
+        self.len += 1;
+        self.path_len = 0;
+        let mut t = self.root;
+        let mut parent = None;
+        while let Some(n) = t {
+            self.push(n);
+            parent = Some(n);
+            t = if self.less(reg, x, n) { left(n) } else { right(n) };
+        }
+        let Some(p) = parent else {
+            self.root = Some(x);
+            self.path_for = 0;
+            return;
+        };
+        if self.less(reg, x, p) {
+            set_left(p, Some(x));
+        } else {
+            set_right(p, Some(x));
+        }
+        self.fix_up(self.path_len - 1, MAX_DEPTH);
     }
 
     /// Removes a block that is in the tree. Its key (size and position) must
     /// be the one it was inserted with.
     pub fn remove(&mut self, reg: &Registry, x: Block) {
-        let root = self.root.expect("remove from an empty free tree");
-        self.root = self.remove_at(reg, root, x);
+        self.locate(reg, x);
         self.len -= 1;
-    }
-
-    fn remove_at(&self, reg: &Registry, t: Block, x: Block) -> Link {
-        if t == x {
-            return match (left(t), right(t)) {
-                (None, r) => r,
-                (l, None) => l,
-                (Some(l), Some(r)) => {
-                    let (rest, min) = remove_min(r);
-                    set_left(min, Some(l));
-                    set_right(min, rest);
-                    Some(rebalance(min))
-                }
-            };
+        let k = self.path_len - 1;
+        let (l, r) = (left(x), right(x));
+        let (Some(l), Some(r)) = (l, r) else {
+            self.set_child(k, x, l.or(r));
+            if k > 0 {
+                self.fix_up(k - 1, MAX_DEPTH);
+            }
+            self.path_for = 0;
+            return;
+        };
+        // Two children: the successor `s` (leftmost of the right subtree)
+        // takes x's place (and x's old height and max, so that the fix-up
+        // compares against what x had); the fix-up starts where `s` was
+        // taken out and may not stop below x's level.
+        let mut s = r;
+        while let Some(next) = left(s) {
+            self.push(s);
+            s = next;
         }
-        if self.less(reg, x, t) {
-            let l = left(t).expect("free tree lost a block");
-            set_left(t, self.remove_at(reg, l, x));
-        } else {
-            let r = right(t).expect("free tree lost a block");
-            set_right(t, self.remove_at(reg, r, x));
+        let sp_level = self.path_len - 1;
+        if sp_level != k {
+            let sp = self.node_at(sp_level);
+            set_left(sp, right(s));
+            set_right(s, Some(r));
         }
-        Some(rebalance(t))
+        set_left(s, Some(l));
+        set_meta(s, height(x), max(x));
+        self.set_child(k, x, Some(s));
+        self.path[k] = s.addr();
+        self.fix_up(sp_level, k);
     }
 
     /// Puts `new` where `old` is. `new` must sort exactly where `old` does
-    /// (between the same neighbours); sizes may differ.
+    /// (between the same neighbours); sizes may differ. `new`'s header must
+    /// be written and must not overlap `old`'s node.
     pub fn replace(&mut self, reg: &Registry, old: Block, new: Block) {
-        let root = self.root.expect("replace in an empty free tree");
-        self.root = Some(self.replace_at(reg, root, old, new));
-    }
-
-    fn replace_at(&self, reg: &Registry, t: Block, old: Block, new: Block) -> Block {
-        if t == old {
-            let (w0, w1) = (word(old, 0), word(old, 1));
-            set_word(new, 0, w0);
-            set_word(new, 1, w1);
-            update(new);
-            return new;
-        }
-        if self.less(reg, old, t) {
-            let l = left(t).expect("free tree lost a block");
-            set_left(t, Some(self.replace_at(reg, l, old, new)));
-        } else {
-            let r = right(t).expect("free tree lost a block");
-            set_right(t, Some(self.replace_at(reg, r, old, new)));
-        }
-        update(t);
-        t
+        self.locate(reg, old);
+        let k = self.path_len - 1;
+        set_word(new, 0, word(old, 0));
+        set_word(new, 1, word(old, 1));
+        self.set_child(k, old, Some(new));
+        self.path[k] = new.addr();
+        self.fix_max_up(k);
     }
 
     /// Refreshes the maxima after `x`'s size changed without changing its
     /// key (position order only).
     pub fn resized(&mut self, reg: &Registry, x: Block) {
         debug_assert!(self.order == Order::Position);
-        let root = self.root.expect("resize in an empty free tree");
-        self.resized_at(reg, root, x);
+        self.locate(reg, x);
+        self.fix_max_up(self.path_len - 1);
     }
 
-    fn resized_at(&self, reg: &Registry, t: Block, x: Block) {
-        if t != x {
-            let child = if self.less(reg, x, t) {
-                left(t)
-            } else {
-                right(t)
-            };
-            self.resized_at(reg, child.expect("free tree lost a block"), x);
-        }
-        update(t);
-    }
+    // ----------------------------------------------------------------------
+    // Searches (each remembers the path to what it found).
 
     /// The first block in key order whose size is at least `units`.
-    pub fn first_fit(&self, units: u32) -> Option<Block> {
-        first_fit_in(self.root, units)
+    pub fn first_fit(&mut self, units: u32) -> Option<Block> {
+        self.path_len = 0;
+        let root = self.root;
+        let b = self.first_fit_below(root, units);
+        self.found(b)
+    }
+
+    /// Appends to the path the descent to the first fitting block of
+    /// subtree `t`.
+    fn first_fit_below(&mut self, mut t: Link, units: u32) -> Option<Block> {
+        if m(t) < units {
+            return None;
+        }
+        while let Some(n) = t {
+            self.push(n);
+            if m(left(n)) >= units {
+                t = left(n);
+            } else if n.units() >= units {
+                return Some(n);
+            } else {
+                t = right(n);
+            }
+        }
+        None
     }
 
     /// The first block at or after `from` in position order whose size is at
     /// least `units` (position order only).
-    pub fn first_fit_from(&self, reg: &Registry, from: Position, units: u32) -> Option<Block> {
+    pub fn first_fit_from(&mut self, reg: &Registry, from: Position, units: u32) -> Option<Block> {
         debug_assert!(self.order == Order::Position);
-        let key = |b: Block| (reg.desc(b.region()).seq(), b.addr());
-        first_fit_from_in(self.root, &key, from, units)
+        self.path_len = 0;
+        self.path_for = 0;
+        if m(self.root) < units {
+            return None;
+        }
+        // Walk down towards `from`, noting the levels of nodes >= from (where
+        // the walk turned left): in order, each such node and then its right
+        // subtree hold every key >= from, the deepest first.
+        let mut turned = [0u8; MAX_DEPTH];
+        let mut nturned = 0;
+        let mut t = self.root;
+        while let Some(n) = t {
+            self.push(n);
+            if (reg.desc(n.region()).seq(), n.addr()) >= from {
+                turned[nturned] = (self.path_len - 1) as u8;
+                nturned += 1;
+                t = left(n);
+            } else {
+                t = right(n);
+            }
+        }
+        for &level in turned[..nturned].iter().rev() {
+            self.path_len = level as usize + 1;
+            let n = self.node_at(level as usize);
+            if n.units() >= units {
+                return self.found(Some(n));
+            }
+            if m(right(n)) >= units {
+                let b = self.first_fit_below(right(n), units);
+                return self.found(b);
+            }
+        }
+        None
     }
 
     /// The first block (in key order) among the largest (position order).
-    pub fn worst_fit(&self) -> Option<Block> {
+    pub fn worst_fit(&mut self) -> Option<Block> {
         let top = self.max_units();
         if top == 0 {
+            self.path_for = 0;
             return None;
         }
         self.first_fit(top)
@@ -338,18 +505,21 @@ impl Tree {
 
     /// The first block in key order with size at least `units` (size order:
     /// the smallest fitting size, ties to the first position).
-    pub fn lower_bound(&self, units: u32) -> Option<Block> {
+    pub fn lower_bound(&mut self, units: u32) -> Option<Block> {
         debug_assert!(self.order == Order::Size);
-        let (mut t, mut best) = (self.root, None);
+        self.path_len = 0;
+        let (mut t, mut best, mut best_len) = (self.root, None, 0);
         while let Some(n) = t {
+            self.push(n);
             if n.units() >= units {
-                best = Some(n);
+                (best, best_len) = (Some(n), self.path_len);
                 t = left(n);
             } else {
                 t = right(n);
             }
         }
-        best
+        self.path_len = best_len;
+        self.found(best)
     }
 
     /// Calls `f` on every block in key order.
@@ -364,8 +534,8 @@ impl Tree {
         walk(self.root, f);
     }
 
-    /// Verifies every tree invariant; `visit` sees each block in order and
-    /// may reject it. Returns the number of blocks.
+    /// Verifies every tree invariant; `visit` sees each block (before its
+    /// node is read) and may reject it. Returns the number of blocks.
     pub fn check(
         &self,
         reg: &Registry,
@@ -373,7 +543,7 @@ impl Tree {
     ) -> Result<usize, &'static str> {
         let mut prev: Link = None;
         let mut count = 0;
-        self.check_at(reg, self.root, &mut prev, &mut count, visit)?;
+        self.check_at(reg, self.root, 0, &mut prev, &mut count, visit)?;
         if count != self.len {
             return Err("free tree length is wrong");
         }
@@ -384,13 +554,17 @@ impl Tree {
         &self,
         reg: &Registry,
         t: Link,
+        depth: usize,
         prev: &mut Link,
         count: &mut usize,
         visit: &mut dyn FnMut(Block) -> Result<(), &'static str>,
     ) -> Result<(u32, u32), &'static str> {
         let Some(n) = t else { return Ok((0, 0)) };
+        if depth >= MAX_DEPTH {
+            return Err("free tree is deeper than possible (a cycle?)");
+        }
         visit(n)?;
-        let (lh, lm) = self.check_at(reg, left(n), prev, count, visit)?;
+        let (lh, lm) = self.check_at(reg, left(n), depth + 1, prev, count, visit)?;
         if let Some(p) = *prev {
             if !self.less(reg, p, n) {
                 return Err("free tree keys out of order");
@@ -398,7 +572,7 @@ impl Tree {
         }
         *prev = Some(n);
         *count += 1;
-        let (rh, rm) = self.check_at(reg, right(n), prev, count, visit)?;
+        let (rh, rm) = self.check_at(reg, right(n), depth + 1, prev, count, visit)?;
         if lh.abs_diff(rh) > 1 {
             return Err("free tree unbalanced");
         }
@@ -410,53 +584,4 @@ impl Tree {
         }
         Ok((height(n), max(n)))
     }
-}
-
-fn remove_min(t: Block) -> (Link, Block) {
-    match left(t) {
-        None => (right(t), t),
-        Some(l) => {
-            let (rest, min) = remove_min(l);
-            set_left(t, rest);
-            (Some(rebalance(t)), min)
-        }
-    }
-}
-
-fn first_fit_in(mut t: Link, units: u32) -> Option<Block> {
-    if m(t) < units {
-        return None;
-    }
-    while let Some(n) = t {
-        if m(left(n)) >= units {
-            t = left(n);
-        } else if n.units() >= units {
-            return Some(n);
-        } else {
-            t = right(n);
-        }
-    }
-    None
-}
-
-fn first_fit_from_in(
-    t: Link,
-    key: &dyn Fn(Block) -> Position,
-    from: Position,
-    units: u32,
-) -> Option<Block> {
-    let n = t?;
-    if max(n) < units {
-        return None;
-    }
-    if key(n) < from {
-        return first_fit_from_in(right(n), key, from, units);
-    }
-    if let Some(b) = first_fit_from_in(left(n), key, from, units) {
-        return Some(b);
-    }
-    if n.units() >= units {
-        return Some(n);
-    }
-    first_fit_in(right(n), units)
 }

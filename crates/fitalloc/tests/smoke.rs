@@ -86,6 +86,8 @@ fn run(policy: Policy, seed: u64, ops: usize) {
 #[test]
 fn random_ops_every_policy() {
     for p in Policy::ALL {
-        run(p, 0x1234_5678 + p as u64, 20_000);
+        for seed in 1..=4u64 {
+            run(p, seed * 0x9E37_79B9 + p as u64, 20_000);
+        }
     }
 }
