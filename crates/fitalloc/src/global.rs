@@ -8,10 +8,10 @@
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
+use crate::cache::CachedPages;
 use crate::heap::{Heap, Policy};
 use crate::lock::Lock;
 use crate::options::Options;
-use crate::cache::CachedPages;
 use crate::os;
 use crate::registry::Registry;
 
