@@ -70,3 +70,41 @@ impl fmt::Display for Text<'_> {
         Ok(())
     }
 }
+
+/// Buffers text on the stack and writes it to a file descriptor with
+/// `write(2)`; never allocates. Call `flush` at the end.
+pub struct FdWriter {
+    fd: i32,
+    buf: [u8; 4096],
+    len: usize,
+}
+
+impl FdWriter {
+    /// A writer to `fd`.
+    pub fn new(fd: i32) -> FdWriter {
+        FdWriter {
+            fd,
+            buf: [0; 4096],
+            len: 0,
+        }
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) {
+        crate::os::write_all(self.fd, &self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
+impl fmt::Write for FdWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for chunk in s.as_bytes().chunks(self.buf.len()) {
+            if self.len + chunk.len() > self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len..self.len + chunk.len()].copy_from_slice(chunk);
+            self.len += chunk.len();
+        }
+        Ok(())
+    }
+}

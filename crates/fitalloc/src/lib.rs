@@ -31,6 +31,7 @@
 #[cfg(test)]
 extern crate std;
 
+mod alloc;
 pub mod block;
 pub mod cache;
 mod dump;
@@ -45,4 +46,5 @@ pub mod tree;
 
 pub use dump::{MAX_LINE, TITLE};
 
+pub use alloc::FitAlloc;
 pub use heap::{Counters, Heap, Misuse, Policy};
