@@ -1,20 +1,34 @@
 # fitalloc — see README.md.
 #   make                 build ./allocator.so (release)
 #   make test            every test; make test run=4 / run='4 8 12' for numbered cases
+#   make install PREFIX=/usr/local   lib/libfitalloc.so, include/allocator.h, pkg-config file
 CARGO ?= cargo
+PREFIX ?= /usr/local
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: all test clean FORCE
+.PHONY: all test install clean FORCE
 
-all: allocator.so
+all: allocator.so libfitalloc.so
 
 allocator.so: FORCE
 	$(CARGO) build --release -p fitalloc-preload
 	cp target/release/libfitalloc_preload.so $@
 
-test: allocator.so
+# The same library under its SONAME, for programs linked against ./allocator.so.
+libfitalloc.so: allocator.so
+	ln -sf allocator.so $@
+
+install: allocator.so
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 allocator.so $(DESTDIR)$(PREFIX)/lib/libfitalloc.so
+	install -m 644 include/allocator.h $(DESTDIR)$(PREFIX)/include/allocator.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' fitalloc.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/fitalloc.pc
+
+test: allocator.so libfitalloc.so
 	@./tests/run.sh $(run)
 
 clean:
 	$(CARGO) clean
-	rm -f allocator.so
+	rm -f allocator.so libfitalloc.so
 	rm -rf tests/build
