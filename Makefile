@@ -1,12 +1,13 @@
 # fitalloc — see README.md.
 #   make                 build ./allocator.so (release)
 #   make test            every test; make test run=4 / run='4 8 12' for numbered cases
+#   make bench               benchmarks (bench/results/)
 #   make install PREFIX=/usr/local   lib/libfitalloc.so, include/allocator.h, pkg-config file
 CARGO ?= cargo
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: all test install clean FORCE
+.PHONY: all test bench install clean FORCE
 
 all: allocator.so libfitalloc.so
 
@@ -17,6 +18,11 @@ allocator.so: FORCE
 # The same library under its SONAME, for programs linked against ./allocator.so.
 libfitalloc.so: allocator.so
 	ln -sf allocator.so $@
+
+# Benchmarks against glibc (and jemalloc/tcmalloc/mimalloc when installed);
+# not part of `make test`. Results in bench/results/.
+bench: allocator.so
+	@./bench/run.sh $(args)
 
 install: allocator.so
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
