@@ -25,7 +25,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::fmt;
 
 use crate::block::ALIGN;
-use crate::global::Shared;
+use crate::global::{Call, Shared};
 use crate::heap::{Counters, Misuse, Policy};
 use crate::os;
 
@@ -106,19 +106,17 @@ fn ptr(p: Option<usize>) -> *mut u8 {
 unsafe impl GlobalAlloc for FitAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
-        ptr(self.shared.with(|h| {
-            if align <= ALIGN {
-                h.malloc(size)
-            } else {
-                h.memalign(align, size)
-            }
-        }))
+        ptr(if align <= ALIGN {
+            self.shared.malloc(Call::Malloc, size)
+        } else {
+            self.shared.memalign(Call::Memalign, align, size)
+        })
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
         if align <= ALIGN {
-            return ptr(self.shared.with(|h| h.calloc(1, size)));
+            return ptr(self.shared.calloc(Call::Calloc, 1, size));
         }
         // SAFETY: the caller's layout contract is passed on unchanged.
         let p = unsafe { self.alloc(layout) };
@@ -130,7 +128,7 @@ unsafe impl GlobalAlloc for FitAlloc {
     }
 
     unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
-        if let Err(m) = self.shared.with(|h| h.free(p as usize)) {
+        if let Err(m) = self.shared.free(Call::Free, p as usize) {
             misuse(m, p);
         }
     }
@@ -138,7 +136,7 @@ unsafe impl GlobalAlloc for FitAlloc {
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let align = layout.align();
         if align <= ALIGN {
-            return match self.shared.with(|h| h.realloc(p as usize, new_size)) {
+            return match self.shared.realloc(Call::Realloc, p as usize, new_size) {
                 Ok(q) => ptr(q),
                 Err(m) => misuse(m, p),
             };
@@ -146,7 +144,7 @@ unsafe impl GlobalAlloc for FitAlloc {
         // Over-aligned: keep the block if it is already big enough, otherwise
         // allocate, copy and free (the heap's realloc only keeps 16 bytes of
         // alignment when it moves).
-        match self.shared.with(|h| h.usable_size(p as usize)) {
+        match self.shared.usable_size(p as usize) {
             Ok(n) if n >= new_size => return p,
             Ok(_) => {}
             Err(m) => misuse(m, p),

@@ -87,6 +87,8 @@ pub struct Counters {
     pub in_use: usize,
     /// Largest `in_use` seen.
     pub peak_in_use: usize,
+    /// `mapped` at the moment `in_use` reached its peak.
+    pub mapped_at_peak_in_use: usize,
     /// Bytes in mapped regions.
     pub mapped: usize,
     /// Largest `mapped` seen.
@@ -497,7 +499,7 @@ impl<S: PageSource> Heap<S> {
             self.tree.insert(reg, t);
         }
         self.counters.in_use += used;
-        self.counters.peak_in_use = self.counters.peak_in_use.max(self.counters.in_use);
+        self.note_peak();
         u
     }
 
@@ -631,11 +633,19 @@ impl<S: PageSource> Heap<S> {
             write_name(b, &name);
         }
         self.counters.in_use += b.size() - old;
-        self.counters.peak_in_use = self.counters.peak_in_use.max(self.counters.in_use);
+        self.note_peak();
     }
 
     // ----------------------------------------------------------------------
     // Helpers.
+
+    fn note_peak(&mut self) {
+        let c = &mut self.counters;
+        if c.in_use > c.peak_in_use {
+            c.peak_in_use = c.in_use;
+            c.mapped_at_peak_in_use = c.mapped;
+        }
+    }
 
     fn first_block(&self, d: &RegionDesc) -> Block {
         // SAFETY: a live region of this heap starts with a block header.

@@ -42,6 +42,8 @@ pub mod lock;
 pub mod options;
 pub mod os;
 pub mod registry;
+pub mod trace;
+mod tracer;
 pub mod tree;
 
 pub use dump::{MAX_LINE, TITLE};

@@ -126,6 +126,13 @@ impl<T> Lock<T> {
     pub fn raw(&self) -> &RawLock {
         &self.raw
     }
+
+    /// The data, for code that holds the raw lock without a guard (fork
+    /// handlers). Dereferencing it is sound only while this thread holds
+    /// the lock and no guard exists.
+    pub fn data_ptr(&self) -> *mut T {
+        self.data.get()
+    }
 }
 
 /// Access to a [`Lock`]'s data while it is held.

@@ -244,7 +244,10 @@ impl Tree {
     }
 
     fn push(&mut self, b: Block) {
-        assert!(self.path_len < MAX_DEPTH, "free tree deeper than an AVL tree can be");
+        assert!(
+            self.path_len < MAX_DEPTH,
+            "free tree deeper than an AVL tree can be"
+        );
         self.path[self.path_len] = b.addr();
         self.path_len += 1;
     }
@@ -269,7 +272,11 @@ impl Tree {
             if n == x {
                 break;
             }
-            t = if self.less(reg, x, n) { left(n) } else { right(n) };
+            t = if self.less(reg, x, n) {
+                left(n)
+            } else {
+                right(n)
+            };
         }
         self.path_for = x.addr();
     }
@@ -327,7 +334,11 @@ impl Tree {
             } else if old < pm {
                 pm
             } else {
-                let sibling = if left(p) == Some(child) { right(p) } else { left(p) };
+                let sibling = if left(p) == Some(child) {
+                    right(p)
+                } else {
+                    left(p)
+                };
                 p.units().max(new).max(m(sibling))
             };
             set_max(p, pnew);
@@ -351,7 +362,11 @@ impl Tree {
         while let Some(n) = t {
             self.push(n);
             parent = Some(n);
-            t = if self.less(reg, x, n) { left(n) } else { right(n) };
+            t = if self.less(reg, x, n) {
+                left(n)
+            } else {
+                right(n)
+            };
         }
         let Some(p) = parent else {
             self.root = Some(x);

@@ -13,7 +13,7 @@ use core::ffi::{c_char, c_int, c_void, CStr};
 use core::ptr::null_mut;
 
 use fitalloc::eprint_raw;
-use fitalloc::global::Shared;
+use fitalloc::global::{Call, Shared};
 use fitalloc::heap::Misuse;
 use fitalloc::os::{self, errno, set_errno};
 
@@ -49,37 +49,63 @@ fn misuse(m: Misuse, p: *mut c_void) -> ! {
     os::abort()
 }
 
-fn alloc(size: usize) -> *mut c_void {
-    result(HEAP.with(|h| h.malloc(size)))
+fn alloc(call: Call, size: usize) -> *mut c_void {
+    result(HEAP.malloc(call, size))
 }
 
-fn dealloc(p: *mut c_void) {
+fn dealloc(call: Call, p: *mut c_void) {
     if p.is_null() {
         return;
     }
     let saved = errno();
-    if let Err(m) = HEAP.with(|h| h.free(p as usize)) {
+    if let Err(m) = HEAP.free(call, p as usize) {
         misuse(m, p);
     }
     set_errno(saved);
 }
 
-fn resize(p: *mut c_void, size: usize) -> *mut c_void {
+fn resize(call: Call, p: *mut c_void, size: usize) -> *mut c_void {
     if p.is_null() {
-        return alloc(size);
+        return alloc(call, size);
     }
     if size == 0 {
-        dealloc(p);
+        dealloc(call, p);
         return null_mut();
     }
-    match HEAP.with(|h| h.realloc(p as usize, size)) {
+    match HEAP.realloc(call, p as usize, size) {
         Ok(q) => result(q),
         Err(m) => misuse(m, p),
     }
 }
 
-fn aligned(align: usize, size: usize) -> *mut c_void {
-    result(HEAP.with(|h| h.memalign(align, size)))
+fn aligned(call: Call, align: usize, size: usize) -> *mut c_void {
+    result(HEAP.memalign(call, align, size))
+}
+
+fn zeroed(n: usize, size: usize) -> *mut c_void {
+    result(HEAP.calloc(Call::Calloc, n, size))
+}
+
+fn rounded_memalign(call: Call, align: usize, size: usize) -> *mut c_void {
+    match align.max(1).checked_next_power_of_two() {
+        Some(a) => aligned(call, a, size),
+        None => {
+            set_errno(EINVAL);
+            null_mut()
+        }
+    }
+}
+
+fn page_aligned(call: Call, size: usize) -> *mut c_void {
+    aligned(call, os::page_size(), size)
+}
+
+fn whole_pages(call: Call, size: usize) -> *mut c_void {
+    let page = os::page_size();
+    match fitalloc::block::round_up(size.max(1), page) {
+        Some(s) => aligned(call, page, s),
+        None => out_of_memory(),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -88,38 +114,38 @@ fn aligned(align: usize, size: usize) -> *mut c_void {
 /// `malloc(3)`.
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    alloc(size)
+    alloc(Call::Malloc, size)
 }
 
 /// `free(3)`. Aborts on a double free or a pointer not from malloc.
 #[no_mangle]
 pub extern "C" fn free(p: *mut c_void) {
-    dealloc(p)
+    dealloc(Call::Free, p)
 }
 
 /// `cfree`: an old name of free.
 #[no_mangle]
 pub extern "C" fn cfree(p: *mut c_void) {
-    dealloc(p)
+    dealloc(Call::Free, p)
 }
 
 /// `calloc(3)`: zeroed, with the multiplication checked.
 #[no_mangle]
 pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    result(HEAP.with(|h| h.calloc(n, size)))
+    zeroed(n, size)
 }
 
 /// `realloc(3)`; `realloc(p, 0)` frees and returns NULL, as glibc does.
 #[no_mangle]
 pub extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    resize(p, size)
+    resize(Call::Realloc, p, size)
 }
 
 /// `reallocarray(3)`.
 #[no_mangle]
 pub extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
     match n.checked_mul(size) {
-        Some(total) => resize(p, total),
+        Some(total) => resize(Call::Reallocarray, p, total),
         None => out_of_memory(),
     }
 }
@@ -139,7 +165,7 @@ pub unsafe extern "C" fn posix_memalign(
         return EINVAL;
     }
     let saved = errno();
-    let p = HEAP.with(|h| h.memalign(align, size));
+    let p = HEAP.memalign(Call::PosixMemalign, align, size);
     set_errno(saved);
     match p {
         Some(p) => {
@@ -158,35 +184,25 @@ pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
         set_errno(EINVAL);
         return null_mut();
     }
-    aligned(align, size)
+    aligned(Call::AlignedAlloc, align, size)
 }
 
 /// `memalign(3)`: a non-power-of-two alignment is rounded up (as glibc does).
 #[no_mangle]
 pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    match align.max(1).checked_next_power_of_two() {
-        Some(a) => aligned(a, size),
-        None => {
-            set_errno(EINVAL);
-            null_mut()
-        }
-    }
+    rounded_memalign(Call::Memalign, align, size)
 }
 
 /// `valloc(3)`: page aligned.
 #[no_mangle]
 pub extern "C" fn valloc(size: usize) -> *mut c_void {
-    aligned(os::page_size(), size)
+    page_aligned(Call::Valloc, size)
 }
 
 /// `pvalloc(3)`: page aligned, size rounded up to whole pages.
 #[no_mangle]
 pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    let page = os::page_size();
-    match fitalloc::block::round_up(size.max(1), page) {
-        Some(s) => aligned(page, s),
-        None => out_of_memory(),
-    }
+    whole_pages(Call::Pvalloc, size)
 }
 
 /// `malloc_usable_size(3)`: the writable bytes of the block.
@@ -195,7 +211,7 @@ pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     if p.is_null() {
         return 0;
     }
-    match HEAP.with(|h| h.usable_size(p as usize)) {
+    match HEAP.usable_size(p as usize) {
         Ok(n) => n,
         Err(m) => misuse(m, p),
     }
@@ -206,43 +222,43 @@ pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
 /// glibc alias of malloc.
 #[no_mangle]
 pub extern "C" fn __libc_malloc(size: usize) -> *mut c_void {
-    alloc(size)
+    alloc(Call::Malloc, size)
 }
 
 /// glibc alias of free.
 #[no_mangle]
 pub extern "C" fn __libc_free(p: *mut c_void) {
-    dealloc(p)
+    dealloc(Call::Free, p)
 }
 
 /// glibc alias of calloc.
 #[no_mangle]
 pub extern "C" fn __libc_calloc(n: usize, size: usize) -> *mut c_void {
-    result(HEAP.with(|h| h.calloc(n, size)))
+    zeroed(n, size)
 }
 
 /// glibc alias of realloc.
 #[no_mangle]
 pub extern "C" fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    resize(p, size)
+    resize(Call::Realloc, p, size)
 }
 
 /// glibc alias of memalign.
 #[no_mangle]
 pub extern "C" fn __libc_memalign(align: usize, size: usize) -> *mut c_void {
-    memalign(align, size)
+    rounded_memalign(Call::Memalign, align, size)
 }
 
 /// glibc alias of valloc.
 #[no_mangle]
 pub extern "C" fn __libc_valloc(size: usize) -> *mut c_void {
-    valloc(size)
+    page_aligned(Call::Valloc, size)
 }
 
 /// glibc alias of pvalloc.
 #[no_mangle]
 pub extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
-    pvalloc(size)
+    whole_pages(Call::Pvalloc, size)
 }
 
 /// glibc alias of posix_memalign.
@@ -365,11 +381,11 @@ pub extern "C" fn malloc_stats() {
 #[no_mangle]
 pub unsafe extern "C" fn malloc_name(size: usize, name: *const c_char) -> *mut c_void {
     if name.is_null() {
-        return alloc(size);
+        return alloc(Call::MallocName, size);
     }
     // SAFETY: the caller passes a NUL-terminated string.
     let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-    result(HEAP.with(|h| h.malloc_named(size, name)))
+    result(HEAP.malloc_named(size, name))
 }
 
 extern "C" {
@@ -396,6 +412,7 @@ pub extern "C" fn print_memory() {
 /// `fp` is a valid, open `FILE *`.
 #[no_mangle]
 pub unsafe extern "C" fn write_memory(fp: *mut libc::FILE) {
+    HEAP.mark();
     let Some((buf, len, mapped)) = HEAP.with_state(|st| render(st.heap.as_ref())) else {
         return;
     };
@@ -444,6 +461,17 @@ extern "C" fn on_load() {
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
 }
 
+extern "C" fn on_unload() {
+    HEAP.at_exit();
+}
+
 #[used]
 #[link_section = ".init_array"]
 static ON_LOAD: extern "C" fn() = on_load;
+
+/// At exit (after the program's own destructors): the trace is written out
+/// and the leak report and statistics printed, when asked for. The heap is
+/// never torn down: late threads may still allocate.
+#[used]
+#[link_section = ".fini_array"]
+static ON_UNLOAD: extern "C" fn() = on_unload;
