@@ -9,11 +9,16 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 .PHONY: all test bench install clean FORCE
 
-all: allocator.so libfitalloc.so
+all: allocator.so libfitalloc.so fitalloc
 
 allocator.so: FORCE
 	$(CARGO) build --release -p fitalloc-preload
 	cp target/release/libfitalloc_preload.so $@
+
+# The command-line tool (run / replay / map), beside allocator.so.
+fitalloc: FORCE
+	$(CARGO) build --release -p fitalloc-cli
+	cp target/release/fitalloc $@
 
 # The same library under its SONAME, for programs linked against ./allocator.so.
 libfitalloc.so: allocator.so
@@ -31,10 +36,10 @@ install: allocator.so
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' fitalloc.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/fitalloc.pc
 
-test: allocator.so libfitalloc.so
+test: allocator.so libfitalloc.so fitalloc
 	@./tests/run.sh $(run)
 
 clean:
 	$(CARGO) clean
-	rm -f allocator.so libfitalloc.so
+	rm -f allocator.so libfitalloc.so fitalloc
 	rm -rf tests/build
