@@ -57,27 +57,33 @@ impl FitAlloc {
         }
     }
 
-    /// The policy in effect.
+    /// The policy in effect (in the calling thread's arena).
     pub fn policy(&self) -> Policy {
-        self.shared.with(|h| h.policy())
+        self.shared.policy()
     }
 
-    /// The heap's counters (bytes in use and mapped, with peaks; regions).
+    /// The heap's counters (bytes in use and mapped, with peaks; regions),
+    /// summed over its arenas.
     pub fn counters(&self) -> Counters {
-        self.shared.with(|h| h.counters())
+        self.shared.totals().0
     }
 
-    /// Runs the heap checker: every invariant of ARCHITECTURE.md §2.
+    /// Runs the heap checker on every arena: every invariant of
+    /// ARCHITECTURE.md §2.
     pub fn check(&self) -> Result<(), (&'static str, usize)> {
-        self.shared.with(|h| h.check())
+        self.shared.check()
     }
 
-    /// Writes the heap in the `print_memory` format (SPEC §5). The writer
-    /// must not allocate from this heap (the heap is locked meanwhile).
+    /// Writes the heap in the `print_memory` format (SPEC §5), every arena
+    /// in turn. The writer must not allocate from this heap (it is locked
+    /// meanwhile).
     pub fn write_memory(&self, out: &mut dyn fmt::Write) -> fmt::Result {
-        self.shared.with(|h| {
+        self.shared.with_heaps(|heaps| {
             out.write_str(crate::TITLE)?;
-            h.dump(out)
+            for h in heaps {
+                h.dump(out)?;
+            }
+            Ok(())
         })
     }
 

@@ -37,6 +37,8 @@ pub struct CachedPages {
     count: usize,
     bytes: usize,
     page: usize,
+    /// Called with each span given back to the kernel.
+    on_return: Option<fn(usize, usize)>,
 }
 
 impl Default for CachedPages {
@@ -48,6 +50,12 @@ impl Default for CachedPages {
 impl CachedPages {
     /// An empty cache.
     pub const fn new() -> CachedPages {
+        Self::with_return_hook(None)
+    }
+
+    /// An empty cache that calls `hook(addr, len)` whenever it gives a span
+    /// back to the kernel.
+    pub const fn with_return_hook(hook: Option<fn(usize, usize)>) -> CachedPages {
         CachedPages {
             spans: [Span {
                 addr: 0,
@@ -57,6 +65,7 @@ impl CachedPages {
             count: 0,
             bytes: 0,
             page: 0,
+            on_return: hook,
         }
     }
 
@@ -98,6 +107,9 @@ impl CachedPages {
             // SAFETY: every cached or released span came from map_anon, and the
             // heap no longer uses it; munmap accepts ranges across mappings.
             unsafe { os::unmap_anon(s.addr, s.len) };
+            if let Some(hook) = self.on_return {
+                hook(s.addr, s.len);
+            }
             return;
         }
         self.spans[self.count] = s;

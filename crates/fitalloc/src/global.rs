@@ -1,21 +1,30 @@
-//! One process-wide heap behind a lock: what `allocator.so` and the Rust
-//! global allocator type use.
+//! Process-wide heaps: what `allocator.so` and the Rust global allocator
+//! type use.
 //!
-//! Every operation goes through [`Shared::run`]: it takes the lock,
-//! initialises the heap on first use (malloc is called before any constructor
-//! runs), applies changed options, counts the call, runs the operation,
-//! appends a trace record if tracing, and under `ALLOCATOR_CHECK=1` checks the
-//! whole heap afterwards.
+//! A [`Shared`] is [`ARENAS`] arenas, each a [`Heap`] behind its own lock.
+//! The first thread that allocates (the main thread) uses arena 0; every
+//! other thread is given one of the others, round robin, remembered in a
+//! pthread key (PITFALLS: no Rust TLS in the malloc path). Each arena is
+//! exact over its own regions, so a single-threaded program behaves exactly
+//! as SPEC §3 says. `free` and `realloc` go to the arena that owns the
+//! block's region (found through the page map), whichever thread calls.
+//!
+//! Every operation goes through [`Shared::run`]: it takes the arena's lock
+//! (none while the process has a single thread), initialises the heap on
+//! first use (malloc is called before any constructor runs), applies changed
+//! options, counts the call, runs the operation, appends a trace record if
+//! tracing, and under `ALLOCATOR_CHECK=1` checks the arena afterwards.
 
+use core::ffi::{c_char, c_void};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
 
 use crate::cache::CachedPages;
 use crate::fmt::FdWriter;
-use crate::heap::{Heap, Misuse, Policy};
-use crate::lock::Lock;
+use crate::heap::{Counters, Heap, Misuse, Policy};
+use crate::lock::{Guard, Lock};
 use crate::options::Options;
-use crate::os;
+use crate::os::{self, PageSource};
 use crate::registry::Registry;
 use crate::trace::{Op, Record};
 use crate::tracer::Tracer;
@@ -23,10 +32,136 @@ use crate::tracer::Tracer;
 /// The registry shared by every heap of this copy of the crate.
 pub static REGISTRY: Registry = Registry::new();
 
+/// The span cache shared by every heap of this copy of the crate. Spans it
+/// gives back to the kernel are forgotten by the page map.
+static PAGES: Lock<CachedPages> = Lock::new(CachedPages::with_return_hook(Some(forget)));
+
+fn forget(addr: usize, len: usize) {
+    REGISTRY.forget_pages(addr, len);
+}
+
 static NEXT_HEAP_ID: AtomicU32 = AtomicU32::new(1);
 
-/// The heap type of a process: regions through the span cache.
-pub type ProcessHeap = Heap<CachedPages>;
+/// Arenas per [`Shared`].
+pub const ARENAS: usize = 8;
+
+/// Regions through the process-wide span cache.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SharedPages;
+
+impl PageSource for SharedPages {
+    fn page_size(&self) -> usize {
+        static PAGE: AtomicUsize = AtomicUsize::new(0);
+        match PAGE.load(Relaxed) {
+            0 => {
+                let p = os::page_size();
+                PAGE.store(p, Relaxed);
+                p
+            }
+            p => p,
+        }
+    }
+
+    fn map(&mut self, len: usize) -> Option<(usize, bool)> {
+        PAGES.lock_if_threaded().map(len)
+    }
+
+    unsafe fn unmap(&mut self, addr: usize, len: usize) {
+        // SAFETY: the caller's contract (a span from `map`, no longer used)
+        // is passed on unchanged.
+        unsafe { PAGES.lock_if_threaded().unmap(addr, len) }
+    }
+}
+
+/// The heap type of a process.
+pub type ProcessHeap = Heap<SharedPages>;
+
+// ---------------------------------------------------------------------------
+// Which arena a thread uses.
+
+/// The pthread key holding each thread's arena number + 1 (stored as key +
+/// 1; 0: not created yet; u32::MAX: could not be created).
+static KEY: AtomicU32 = AtomicU32::new(0);
+static NEXT_ARENA: AtomicU32 = AtomicU32::new(0);
+/// `pthread_self()` of the first thread that allocated.
+static FIRST_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+fn self_id() -> usize {
+    // SAFETY: pthread_self has no preconditions and does not allocate.
+    unsafe { libc::pthread_self() as usize }
+}
+
+fn thread_key() -> Option<libc::pthread_key_t> {
+    match KEY.load(Acquire) {
+        0 => {}
+        u32::MAX => return None,
+        k => return Some(k - 1),
+    }
+    let mut k: libc::pthread_key_t = 0;
+    // SAFETY: creating a key without destructor; glibc does not allocate
+    // for the first 32 keys, and allocator.so creates its key early.
+    if unsafe { libc::pthread_key_create(&mut k, None) } != 0 {
+        let _ = KEY.compare_exchange(0, u32::MAX, AcqRel, Acquire);
+        return None;
+    }
+    match KEY.compare_exchange(0, k + 1, AcqRel, Acquire) {
+        Ok(_) => Some(k),
+        Err(won) => {
+            // SAFETY: our key was never used; another thread's won.
+            unsafe { libc::pthread_key_delete(k) };
+            (won != u32::MAX).then(|| won - 1)
+        }
+    }
+}
+
+/// The arena of the calling thread.
+#[inline]
+fn my_arena() -> usize {
+    if os::single_threaded() {
+        if FIRST_THREAD.load(Relaxed) == 0 {
+            FIRST_THREAD.store(self_id(), Relaxed);
+        }
+        return 0;
+    }
+    let key = thread_key();
+    if let Some(k) = key {
+        // SAFETY: reading this thread's value of our key.
+        let v = unsafe { libc::pthread_getspecific(k) } as usize;
+        if v != 0 {
+            return v - 1;
+        }
+    }
+    assign_arena(key)
+}
+
+#[cold]
+fn assign_arena(key: Option<libc::pthread_key_t>) -> usize {
+    let me = self_id();
+    let first = match FIRST_THREAD.compare_exchange(0, me, Relaxed, Relaxed) {
+        Ok(_) => me,
+        Err(f) => f,
+    };
+    let arena = match key {
+        _ if first == me => 0,
+        None => 1 + (me >> 12) % (ARENAS - 1),
+        Some(_) => 1 + NEXT_ARENA.fetch_add(1, Relaxed) as usize % (ARENAS - 1),
+    };
+    if let Some(k) = key {
+        // SAFETY: setting this thread's value of our key; for keys below 32
+        // glibc stores it inline without allocating.
+        unsafe { libc::pthread_setspecific(k, (arena + 1) as *const c_void) };
+    }
+    arena
+}
+
+/// Creates the arena key early (called from allocator.so's constructor), so
+/// that it gets a small key number.
+pub fn prepare_threads() {
+    let _ = thread_key();
+}
+
+// ---------------------------------------------------------------------------
+// Calls.
 
 /// The entry points counted by `ALLOCATOR_STATS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,27 +231,67 @@ impl Call {
     }
 }
 
-/// A lazily created heap plus its options, counters and trace.
-pub struct State {
-    /// The heap, once something was allocated.
+// ---------------------------------------------------------------------------
+// The arenas.
+
+/// One arena: a lazily created heap plus its options and call counts.
+pub struct Arena {
+    /// The heap, once something was allocated here.
     pub heap: Option<ProcessHeap>,
     /// The options last read from the environment.
     pub options: Options,
     /// Calls per entry point, indexed by `Call as usize`.
     pub calls: [u64; CALLS],
+}
+
+impl Arena {
+    const fn new() -> Arena {
+        Arena {
+            heap: None,
+            options: Options::new(),
+            calls: [0; CALLS],
+        }
+    }
+}
+
+struct TraceState {
     tracer: Tracer,
+    path: *const c_char,
     marks: u64,
 }
 
-/// A process-wide heap.
+// SAFETY: `path` points into the environment, which lives as long as the
+// process; the state is only used under its lock.
+unsafe impl Send for TraceState {}
+
+/// Process-wide heaps: [`ARENAS`] arenas.
 pub struct Shared {
-    inner: Lock<State>,
+    arenas: [Lock<Arena>; ARENAS],
     fixed: Option<Policy>,
+    /// Heap id of arena 0 (arena i has `base + i`); 0 until first use.
+    base: AtomicU32,
+    tracing: AtomicBool,
+    trace: Lock<TraceState>,
+}
+
+/// What an operation returned, as far as `run` needs to know.
+trait Outcome {
+    /// Whether the operation found a misuse (and changed nothing).
+    fn is_misuse(&self) -> bool {
+        false
+    }
+}
+
+impl Outcome for Option<usize> {}
+impl Outcome for Policy {}
+impl<T> Outcome for Result<T, Misuse> {
+    fn is_misuse(&self) -> bool {
+        self.is_err()
+    }
 }
 
 fn thread_id() -> u32 {
-    // SAFETY: pthread_self has no preconditions and does not allocate.
-    (unsafe { libc::pthread_self() } >> 6) as u32
+    (self_id() >> 6) as u32
 }
 
 fn record(op: Op, out: Option<usize>) -> Option<Record> {
@@ -128,46 +303,79 @@ fn record(op: Op, out: Option<usize>) -> Option<Record> {
 }
 
 impl Shared {
-    /// A heap whose policy comes from `ALLOCATOR_ALGORITHM` (`None`) or is
+    /// Heaps whose policy comes from `ALLOCATOR_ALGORITHM` (`None`) or is
     /// fixed.
     pub const fn new(fixed: Option<Policy>) -> Shared {
         Shared {
-            inner: Lock::new(State {
-                heap: None,
-                options: Options::new(),
-                calls: [0; CALLS],
+            arenas: [const { Lock::new(Arena::new()) }; ARENAS],
+            fixed,
+            base: AtomicU32::new(0),
+            tracing: AtomicBool::new(false),
+            trace: Lock::new(TraceState {
                 tracer: Tracer::new(),
+                path: core::ptr::null(),
                 marks: 0,
             }),
-            fixed,
         }
     }
 
-    /// Runs `f` on the heap under the lock (see the module docs); `trace`
-    /// turns the result into a trace record when tracing.
+    fn base(&self) -> u32 {
+        let b = self.base.load(Acquire);
+        if b != 0 {
+            return b;
+        }
+        let fresh = NEXT_HEAP_ID.fetch_add(ARENAS as u32, Relaxed);
+        match self.base.compare_exchange(0, fresh, AcqRel, Acquire) {
+            Ok(_) => fresh,
+            Err(won) => won,
+        }
+    }
+
+    /// The arena that owns the block at `p`.
+    fn arena_of(&self, p: usize) -> Result<usize, Misuse> {
+        let id = REGISTRY.lookup(p);
+        let base = self.base.load(Acquire);
+        if id == crate::registry::RELEASED {
+            return Err(Misuse::DoubleFree);
+        }
+        if id == 0 || base == 0 {
+            return Err(Misuse::NotOurs);
+        }
+        let owner = REGISTRY.desc(id).owner();
+        match owner.checked_sub(base) {
+            Some(i) if (i as usize) < ARENAS => Ok(i as usize),
+            _ => Err(Misuse::NotOurs),
+        }
+    }
+
+    /// Runs `f` on arena `i`'s heap (see the module docs); `trace` turns the
+    /// result into a trace record when tracing.
     #[inline]
-    fn run<R>(
+    fn run<R: Outcome>(
         &self,
+        i: usize,
         call: Option<Call>,
         f: impl FnOnce(&mut ProcessHeap) -> R,
         trace: impl FnOnce(&R) -> Option<Record>,
     ) -> R {
-        let mut guard = self.inner.lock();
+        let mut guard = self.arenas[i].lock_if_threaded();
         let st = &mut *guard;
         if st.options.stale() || st.heap.is_none() {
-            self.refresh(st);
+            self.refresh(i, st);
         }
         if let Some(c) = call {
             st.calls[c as usize] += 1;
         }
         let heap = st.heap.as_mut().expect("heap initialised by refresh");
         let r = f(heap);
-        if st.tracer.is_on() {
+        if self.tracing.load(Relaxed) {
             if let Some(rec) = trace(&r) {
-                st.tracer.write(&rec);
+                self.trace.lock_if_threaded().tracer.write(&rec);
             }
         }
-        if st.options.check {
+        // A misuse is reported by the caller; checking the heap first would
+        // report the same broken header under a vaguer name.
+        if st.options.check && !r.is_misuse() {
             if let Err((what, at)) = heap.check() {
                 drop(guard);
                 crate::eprint_raw!("fitalloc: heap check failed: {what} at {at:#x}\n");
@@ -177,24 +385,37 @@ impl Shared {
         r
     }
 
-    /// Runs `f` on the heap under the lock, counting and tracing nothing.
-    #[inline]
-    pub fn with<R>(&self, f: impl FnOnce(&mut ProcessHeap) -> R) -> R {
-        self.run(None, f, |_| None)
+    #[cold]
+    fn refresh(&self, i: usize, st: &mut Arena) {
+        st.options.read();
+        let policy = self.fixed.or(st.options.policy).unwrap_or_default();
+        let heap = st.heap.get_or_insert_with(|| {
+            Heap::new(SharedPages, &REGISTRY, self.base() + i as u32, policy)
+        });
+        heap.set_policy(policy);
+        heap.set_scribble(st.options.scribble);
+        if !st.options.trace.is_null() && !self.tracing.load(Acquire) {
+            let mut t = self.trace.lock_if_threaded();
+            if !t.tracer.started() {
+                t.path = st.options.trace;
+                let path = t.path;
+                t.tracer.start(path, 0);
+                self.tracing.store(t.tracer.is_on(), Release);
+            }
+        }
     }
 
-    /// Runs `f` on the whole state (the heap may be absent) under the lock,
-    /// without refreshing options.
-    pub fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        f(&mut self.inner.lock())
-    }
+    // -----------------------------------------------------------------------
+    // Operations.
 
     /// `malloc` (counted as `call`).
     pub fn malloc(&self, call: Call, size: usize) -> Option<usize> {
+        let op = Op::Malloc { size: size as u64 };
         self.run(
+            my_arena(),
             Some(call),
             |h| h.malloc(size),
-            |&r| record(Op::Malloc { size: size as u64 }, r),
+            |&r| record(op, r),
         )
     }
 
@@ -204,7 +425,12 @@ impl Shared {
             count: n as u64,
             size: size as u64,
         };
-        self.run(Some(call), |h| h.calloc(n, size), |&r| record(op, r))
+        self.run(
+            my_arena(),
+            Some(call),
+            |h| h.calloc(n, size),
+            |&r| record(op, r),
+        )
     }
 
     /// The memalign family (`align` a power of two).
@@ -213,7 +439,12 @@ impl Shared {
             align: align as u64,
             size: size as u64,
         };
-        self.run(Some(call), |h| h.memalign(align, size), |&r| record(op, r))
+        self.run(
+            my_arena(),
+            Some(call),
+            |h| h.memalign(align, size),
+            |&r| record(op, r),
+        )
     }
 
     /// `malloc_name`.
@@ -225,30 +456,34 @@ impl Shared {
             size: size as u64,
             name: kept,
         };
-        self.run(
-            Some(Call::MallocName),
-            |h| h.malloc_named(size, name),
-            |&r| record(op, r),
-        )
+        let named = |h: &mut ProcessHeap| h.malloc_named(size, name);
+        self.run(my_arena(), Some(Call::MallocName), named, |&r| {
+            record(op, r)
+        })
     }
 
-    /// `realloc` of a non-null pointer to a non-zero size.
+    /// `realloc` of a non-null pointer to a non-zero size (in the arena that
+    /// owns the block).
     pub fn realloc(&self, call: Call, p: usize, size: usize) -> Result<Option<usize>, Misuse> {
         let op = Op::Realloc {
             ptr: p as u64,
             size: size as u64,
         };
+        let i = self.arena_of(p)?;
         self.run(
+            i,
             Some(call),
             |h| h.realloc(p, size),
             |r| record(op, *r.as_ref().ok()?),
         )
     }
 
-    /// `free` of a non-null pointer.
+    /// `free` of a non-null pointer (in the arena that owns the block).
     pub fn free(&self, call: Call, p: usize) -> Result<(), Misuse> {
         let op = Op::Free { ptr: p as u64 };
+        let i = self.arena_of(p)?;
         self.run(
+            i,
             Some(call),
             |h| h.free(p),
             |r| r.ok().and_then(|_| record(op, None)),
@@ -257,112 +492,187 @@ impl Shared {
 
     /// `malloc_usable_size` of a non-null pointer.
     pub fn usable_size(&self, p: usize) -> Result<usize, Misuse> {
-        self.run(Some(Call::UsableSize), |h| h.usable_size(p), |_| None)
+        let i = self.arena_of(p)?;
+        self.run(i, Some(Call::UsableSize), |h| h.usable_size(p), |_| None)
+    }
+
+    // -----------------------------------------------------------------------
+    // Looking at every arena.
+
+    /// Locks every arena (in index order) and runs `f` on the heaps that
+    /// exist, in arena order.
+    pub fn with_heaps<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = &ProcessHeap>) -> R) -> R {
+        let guards: [Guard<'_, Arena>; ARENAS] =
+            core::array::from_fn(|i| self.arenas[i].lock_if_threaded());
+        let mut heaps = guards.iter().filter_map(|g| g.heap.as_ref());
+        f(&mut heaps)
+    }
+
+    /// The policy of the calling thread's arena.
+    pub fn policy(&self) -> Policy {
+        self.run(my_arena(), None, |h| h.policy(), |_| None)
+    }
+
+    /// Counters summed over the arenas (peaks are sums of per-arena peaks),
+    /// and the number of free blocks.
+    pub fn totals(&self) -> (Counters, usize) {
+        self.with_heaps(|heaps| {
+            let (mut t, mut free) = (Counters::default(), 0);
+            for h in heaps {
+                let c = h.counters();
+                t.in_use += c.in_use;
+                t.peak_in_use += c.peak_in_use;
+                t.mapped_at_peak_in_use += c.mapped_at_peak_in_use;
+                t.mapped += c.mapped;
+                t.peak_mapped += c.peak_mapped;
+                t.regions_mapped += c.regions_mapped;
+                t.regions_unmapped += c.regions_unmapped;
+                free += h.free_blocks();
+            }
+            (t, free)
+        })
+    }
+
+    /// Runs the heap checker on every arena.
+    pub fn check(&self) -> Result<(), (&'static str, usize)> {
+        self.with_heaps(|heaps| {
+            for h in heaps {
+                h.check()?;
+            }
+            Ok(())
+        })
     }
 
     /// Writes a mark record (print_memory / write_memory was called).
     pub fn mark(&self) {
-        self.with_state(|st| {
-            if st.tracer.is_on() {
-                st.marks += 1;
-                let number = st.marks;
-                st.tracer.write(&Record {
-                    op: Op::Mark { number },
-                    thread: thread_id(),
-                    out: 0,
-                });
-            }
-        });
-    }
-
-    #[cold]
-    fn refresh(&self, st: &mut State) {
-        st.options.read();
-        let policy = self.fixed.or(st.options.policy).unwrap_or_default();
-        let heap = st.heap.get_or_insert_with(|| {
-            let id = NEXT_HEAP_ID.fetch_add(1, Relaxed);
-            Heap::new(CachedPages::new(), &REGISTRY, id, policy)
-        });
-        heap.set_policy(policy);
-        heap.set_scribble(st.options.scribble);
-        if !st.options.trace.is_null() && !st.tracer.started() {
-            st.tracer.start(st.options.trace, 0);
+        if !self.tracing.load(Acquire) {
+            return;
         }
+        let mut t = self.trace.lock_if_threaded();
+        t.marks += 1;
+        let number = t.marks;
+        t.tracer.write(&Record {
+            op: Op::Mark { number },
+            thread: thread_id(),
+            out: 0,
+        });
     }
 
     /// At exit: writes out the trace and prints the leak report and the
     /// statistics if asked (stderr, without allocating).
     pub fn at_exit(&self) {
-        self.with_state(|st| {
-            st.tracer.flush();
-            let Some(heap) = st.heap.as_ref() else { return };
-            let mut w = FdWriter::new(2);
-            if st.options.leak_check {
-                let _ = leak_report(heap, &mut w);
-            }
-            if st.options.stats {
-                let _ = stats_report(heap, &st.calls, &mut w);
-            }
-            w.flush();
-        });
+        self.trace.lock_if_threaded().tracer.flush();
+        let guards: [Guard<'_, Arena>; ARENAS] =
+            core::array::from_fn(|i| self.arenas[i].lock_if_threaded());
+        let Some(options) = guards.iter().find(|g| g.heap.is_some()).map(|g| g.options) else {
+            return;
+        };
+        let mut w = FdWriter::new(2);
+        if options.leak_check {
+            let _ = leak_report(&guards, &mut w);
+        }
+        if options.stats {
+            let _ = stats_report(&guards, &mut w);
+        }
+        w.flush();
     }
 
-    /// Fork "prepare" handler: writes out the trace and takes every lock.
+    // -----------------------------------------------------------------------
+    // fork.
+
+    /// Fork "prepare" handler: takes every lock and writes out the trace.
     pub fn fork_prepare(&self) {
-        self.inner.raw().acquire();
-        // SAFETY: the lock was just taken by this thread, so no other
-        // reference to the state exists until `fork_parent`/`fork_child`.
-        let st = unsafe { &mut *self.inner.data_ptr() };
-        st.tracer.flush();
+        for a in &self.arenas {
+            a.raw().acquire();
+        }
+        self.trace.raw().acquire();
+        // SAFETY: this thread holds the trace lock (taken just above) and no
+        // guard exists, so this is the only access until parent/child.
+        unsafe { (*self.trace.data_ptr()).tracer.flush() };
+        PAGES.raw().acquire();
         REGISTRY.fork_prepare();
     }
 
     /// Fork "parent" handler: releases what `fork_prepare` took.
     pub fn fork_parent(&self) {
         REGISTRY.fork_parent();
-        self.inner.raw().release();
+        PAGES.raw().release();
+        self.trace.raw().release();
+        for a in self.arenas.iter().rev() {
+            a.raw().release();
+        }
     }
 
     /// Fork "child" handler: the locks' owners are gone; free them, and
     /// continue the trace in a file of the child's own.
     pub fn fork_child(&self) {
         REGISTRY.fork_child();
-        // SAFETY: in the child only this thread exists, and `fork_prepare`
-        // left the lock held by it; nothing else refers to the state.
-        let st = unsafe { &mut *self.inner.data_ptr() };
-        if st.tracer.is_on() {
-            st.tracer.restart_in_child(st.options.trace);
-            st.marks = 0;
+        PAGES.raw().reset();
+        if self.tracing.load(Relaxed) {
+            // SAFETY: only this thread exists in the child and `fork_prepare`
+            // left the trace lock held by it.
+            let t = unsafe { &mut *self.trace.data_ptr() };
+            t.tracer.restart_in_child(t.path);
+            t.marks = 0;
+            self.tracing.store(t.tracer.is_on(), Relaxed);
         }
-        self.inner.raw().reset();
+        self.trace.raw().reset();
+        for a in &self.arenas {
+            a.raw().reset();
+        }
     }
 }
 
 /// `ALLOCATOR_LEAK_CHECK`: every block still in use, then the total.
-fn leak_report(heap: &ProcessHeap, w: &mut FdWriter) -> core::fmt::Result {
+fn leak_report(arenas: &[Guard<'_, Arena>], w: &mut FdWriter) -> core::fmt::Result {
     let (mut n, mut bytes) = (0usize, 0usize);
     writeln!(w, "fitalloc: leak check: blocks still in use at exit")?;
-    for d in heap.regions() {
-        for b in heap.blocks(d).filter(|b| !b.free) {
-            let name = crate::fmt::Text(b.name());
-            writeln!(
-                w,
-                "  [BLOCK {:#x}-{:#x}] {} [USED] '{name}'",
-                b.addr,
-                b.addr + b.size,
-                b.size
-            )?;
-            n += 1;
-            bytes += b.size;
+    for heap in arenas.iter().filter_map(|g| g.heap.as_ref()) {
+        for d in heap.regions() {
+            for b in heap.blocks(d).filter(|b| !b.free) {
+                let name = crate::fmt::Text(b.name());
+                let end = b.addr + b.size;
+                writeln!(
+                    w,
+                    "  [BLOCK {:#x}-{end:#x}] {} [USED] '{name}'",
+                    b.addr, b.size
+                )?;
+                n += 1;
+                bytes += b.size;
+            }
         }
     }
     writeln!(w, "{n} blocks lost ({bytes} bytes)")
 }
 
 /// `ALLOCATOR_STATS`: counters, one `key: value` line each.
-fn stats_report(heap: &ProcessHeap, calls: &[u64; CALLS], w: &mut FdWriter) -> core::fmt::Result {
-    let c = heap.counters();
-    writeln!(w, "fitalloc: stats (policy {})", heap.policy().name())?;
+fn stats_report(arenas: &[Guard<'_, Arena>], w: &mut FdWriter) -> core::fmt::Result {
+    let mut c = Counters::default();
+    let mut calls = [0u64; CALLS];
+    let (mut used, mut policy) = (0, Policy::default());
+    for g in arenas {
+        let Some(h) = g.heap.as_ref() else { continue };
+        let k = h.counters();
+        c.in_use += k.in_use;
+        c.peak_in_use += k.peak_in_use;
+        c.mapped_at_peak_in_use += k.mapped_at_peak_in_use;
+        c.mapped += k.mapped;
+        c.peak_mapped += k.peak_mapped;
+        c.regions_mapped += k.regions_mapped;
+        c.regions_unmapped += k.regions_unmapped;
+        for (t, n) in calls.iter_mut().zip(g.calls) {
+            *t += n;
+        }
+        if used == 0 {
+            policy = h.policy();
+        }
+        used += 1;
+    }
+    writeln!(
+        w,
+        "fitalloc: stats (policy {}, {used} arena(s))",
+        policy.name()
+    )?;
     write!(w, "  calls:")?;
     for call in Call::ALL {
         write!(w, " {}={}", call.name(), calls[call as usize])?;

@@ -670,6 +670,9 @@ impl<S: PageSource> Heap<S> {
     /// before the page map has said that `p` lies in one of our regions.
     fn block_of(&self, p: usize) -> Result<Block, Misuse> {
         let id = self.reg.lookup(p);
+        if id == crate::registry::RELEASED {
+            return Err(Misuse::DoubleFree);
+        }
         if id == 0 {
             return Err(Misuse::NotOurs);
         }
@@ -681,7 +684,7 @@ impl<S: PageSource> Heap<S> {
         // heap, with the header ending at `p`, inside the region.
         let b = unsafe { Block::from_raw(p - HEADER) };
         if !b.is_sealed(self.secret) || b.region() != id {
-            return Err(Misuse::Corrupted);
+            return Err(self.why_not_a_block(d, b.addr()));
         }
         if b.is_free() {
             return Err(Misuse::DoubleFree);
@@ -689,16 +692,45 @@ impl<S: PageSource> Heap<S> {
         if b.end() > d.end() || b.size() < MIN_BLOCK || b.addr() - d.start() < b.prev_size() {
             return Err(Misuse::Corrupted);
         }
+        // Neighbours must agree on the shared boundary; a free neighbour (one
+        // that free would merge with) must also pass its own check.
+        let sealed = |x: Block| !x.is_free() || x.is_sealed(self.secret);
         let prev_ok = b
             .prev()
-            .is_none_or(|a| a.is_sealed(self.secret) && a.size() == b.prev_size());
+            .is_none_or(|a| a.size() == b.prev_size() && sealed(a));
         let next_ok = self
             .next_in_region(b)
-            .is_none_or(|n| n.is_sealed(self.secret) && n.prev_size() == b.size());
+            .is_none_or(|n| n.prev_size() == b.size() && sealed(n));
         if !prev_ok || !next_ok {
             return Err(Misuse::Corrupted);
         }
         Ok(b)
+    }
+
+    /// Only on the error path: `addr` failed the header check. If it is a
+    /// block start, its header was corrupted; if the walk over the region
+    /// passes it, the pointer was never a block (an interior pointer). A
+    /// broken header met on the way means corruption either way.
+    #[cold]
+    fn why_not_a_block(&self, d: &RegionDesc, addr: usize) -> Misuse {
+        let mut b = self.first_block(d);
+        loop {
+            if b.addr() == addr {
+                return Misuse::Corrupted;
+            }
+            if b.addr() > addr {
+                return Misuse::NotOurs;
+            }
+            let sane = b.is_sealed(self.secret) && b.size() >= MIN_BLOCK && b.end() <= d.end();
+            if !sane || b.end() == d.end() {
+                return if sane {
+                    Misuse::NotOurs
+                } else {
+                    Misuse::Corrupted
+                };
+            }
+            b = b.next();
+        }
     }
 
     // ----------------------------------------------------------------------

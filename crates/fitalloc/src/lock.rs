@@ -119,7 +119,19 @@ impl<T> Lock<T> {
     #[inline]
     pub fn lock(&self) -> Guard<'_, T> {
         self.raw.acquire();
-        Guard(self)
+        Guard(self, true)
+    }
+
+    /// Like `lock`, but takes no lock while the process has a single thread
+    /// (`crate::os::single_threaded`): nobody can race, and the lock's
+    /// atomic operations are the largest part of an uncontended call.
+    #[inline]
+    pub fn lock_if_threaded(&self) -> Guard<'_, T> {
+        let threaded = !crate::os::single_threaded();
+        if threaded {
+            self.raw.acquire();
+        }
+        Guard(self, threaded)
     }
 
     /// The raw lock, for fork handlers.
@@ -135,8 +147,9 @@ impl<T> Lock<T> {
     }
 }
 
-/// Access to a [`Lock`]'s data while it is held.
-pub struct Guard<'a, T>(&'a Lock<T>);
+/// Access to a [`Lock`]'s data while it is held (or while the process is
+/// single-threaded, when the second field is false).
+pub struct Guard<'a, T>(&'a Lock<T>, bool);
 
 impl<T> Deref for Guard<'_, T> {
     type Target = T;
@@ -156,6 +169,8 @@ impl<T> DerefMut for Guard<'_, T> {
 
 impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
-        self.0.raw.release();
+        if self.1 {
+            self.0.raw.release();
+        }
     }
 }

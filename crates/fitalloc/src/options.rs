@@ -42,8 +42,9 @@ pub struct Options {
     len: usize,
     /// Per key: (index in environ, entry pointer), pointer 0 if absent.
     found: [(usize, usize); KEYS.len()],
-    /// The environment entry last warned about (one warning per value).
-    warned: usize,
+    /// Hash of the last unknown policy value warned about (one warning per
+    /// value, however often the environment is rebuilt).
+    warned: u64,
 }
 
 // SAFETY: `trace` points into the environment, which lives for the process;
@@ -121,20 +122,21 @@ impl Options {
                 self.found[k] = (i, entry as usize);
                 // SAFETY: the value starts right after the key, inside the string.
                 let raw = unsafe { entry.add(KEYS[k].len()) };
-                self.set(k, &bytes[KEYS[k].len()..], raw, entry as usize);
+                self.set(k, &bytes[KEYS[k].len()..], raw);
             }
             i += 1;
         }
         self.len = i;
     }
 
-    fn set(&mut self, key: usize, value: &[u8], raw: *const c_char, entry: usize) {
+    fn set(&mut self, key: usize, value: &[u8], raw: *const c_char) {
         let on = !value.is_empty() && value != b"0";
         match key {
             0 => {
                 self.policy = Policy::from_name(value);
-                if self.policy.is_none() && !value.is_empty() && self.warned != entry {
-                    self.warned = entry;
+                let hash = fnv1a(value);
+                if self.policy.is_none() && !value.is_empty() && self.warned != hash {
+                    self.warned = hash;
                     crate::eprint_raw!(
                         "fitalloc: unknown ALLOCATOR_ALGORITHM '{}', using first_fit\n",
                         crate::fmt::Text(value)
@@ -154,6 +156,14 @@ impl Options {
             }
         }
     }
+}
+
+/// FNV-1a, never 0 (0 means "nothing warned yet").
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
+    h | 1
 }
 
 fn environ_ptr() -> *const *const c_char {

@@ -105,6 +105,32 @@ pub fn set_errno(e: i32) {
     unsafe { *libc::__errno_location() = e }
 }
 
+extern "C" {
+    /// glibc (2.32+): true while the process has never had a second thread.
+    static __libc_single_threaded: u8;
+}
+
+/// Whether the process is known to have only one thread (glibc sets this to
+/// false before creating the first thread).
+#[inline]
+pub fn single_threaded() -> bool {
+    // SAFETY: a byte that glibc defines for the life of the process; it
+    // changes only while this thread is the only one (inside pthread_create).
+    unsafe { core::ptr::addr_of!(__libc_single_threaded).read_volatile() != 0 }
+}
+
+/// The calling thread's kernel id.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// The process id.
+pub fn getpid() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
 /// Ends the process with SIGABRT.
 pub fn abort() -> ! {
     // SAFETY: abort has no preconditions.

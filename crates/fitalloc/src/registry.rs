@@ -9,7 +9,9 @@
 //!   ids. Setting up a region writes one entry per page.
 //!
 //! Invariant: for every live region, every 4 KiB page in `[start, start+size)`
-//! maps to its id, and a freed id maps no page.
+//! maps to its id, and a freed id maps no page. Pages of released regions map
+//! to [`RELEASED`] until they are reused or go back to the kernel
+//! ([`Registry::forget_pages`]).
 //!
 //! Metadata comes straight from `os::map_anon` and is never returned; it is
 //! bounded by the address span and the peak number of regions.
@@ -22,6 +24,10 @@ use crate::os;
 const PAGE_SHIFT: u32 = 12;
 const LEVEL_BITS: u32 = 12;
 const FANOUT: usize = 1 << LEVEL_BITS;
+/// Page-map value of a page whose region was released but which may still
+/// be mapped (in the span cache): a free there is a free of freed memory.
+pub const RELEASED: u32 = u32::MAX;
+
 /// Addresses at or above this are never ours.
 pub const ADDRESS_LIMIT: usize = 1 << (PAGE_SHIFT + 3 * LEVEL_BITS);
 
@@ -139,7 +145,8 @@ impl Registry {
         unsafe { &*chunk.add(i % DESC_CHUNK) }
     }
 
-    /// The region id holding `addr`, or 0 if no live region does.
+    /// The region id holding `addr`: 0 if no region does, [`RELEASED`] if a
+    /// released region did.
     #[inline]
     pub fn lookup(&self, addr: usize) -> u32 {
         if addr >= ADDRESS_LIMIT {
@@ -178,10 +185,11 @@ impl Registry {
         Some(id)
     }
 
-    /// Forgets region `id`: its pages map to nothing and the id is reused.
+    /// Forgets region `id`: its pages map to [`RELEASED`] and the id is
+    /// reused.
     pub fn remove_region(&self, id: u32) {
         let d = self.desc(id);
-        self.fill_pages(d.start(), d.size(), 0);
+        self.fill_pages(d.start(), d.size(), RELEASED);
         d.owner.store(0, Release);
         let _g = self.lock.lock();
         d.next.store(self.released.load(Relaxed), Relaxed);
@@ -257,6 +265,21 @@ impl Registry {
                 // SAFETY: `fresh` was mapped just above and never shared.
                 unsafe { os::unmap_anon(fresh as usize, bytes) };
                 won
+            }
+        }
+    }
+
+    /// The span went back to the kernel: its released pages map to nothing.
+    pub fn forget_pages(&self, start: usize, size: usize) {
+        if start.saturating_add(size) > ADDRESS_LIMIT || size == 0 {
+            return;
+        }
+        for page in start >> PAGE_SHIFT..=(start + size - 1) >> PAGE_SHIFT {
+            let leaf = self.leaf_for(page >> LEVEL_BITS, false);
+            if !leaf.is_null() {
+                // SAFETY: published leaves are never freed; index < FANOUT.
+                let slot = unsafe { &(*leaf)[page & (FANOUT - 1)] };
+                let _ = slot.compare_exchange(RELEASED, 0, Relaxed, Relaxed);
             }
         }
     }

@@ -44,6 +44,26 @@ fn words(b: Block) -> *mut [u64; 2] {
     b.payload() as *mut [u64; 2]
 }
 
+fn read_words(b: Block) -> [u64; 2] {
+    // SAFETY: as in `word`.
+    unsafe { *words(b) }
+}
+
+fn unpack_max(w0: u64, w1: u64) -> u64 {
+    (((w1 >> ADDR_BITS) & MAX_HI_MASK) << MAX_LO_BITS) | (w0 >> ADDR_BITS)
+}
+
+/// Height and max of the node whose packed link is `bits` (0: no node).
+fn meta_of(bits: u64) -> (u64, u64) {
+    match unpack(bits) {
+        None => (0, 0),
+        Some(c) => {
+            let [w0, w1] = read_words(c);
+            (w1 >> 56, unpack_max(w0, w1))
+        }
+    }
+}
+
 fn word(b: Block, i: usize) -> u64 {
     // SAFETY: a free block is at least MIN_BLOCK (32) bytes, so its payload
     // holds the 16-byte node; `Block`'s invariant makes it mapped and ours.
@@ -158,6 +178,14 @@ fn rebalance(b: Block) -> Block {
     b
 }
 
+/// A block's sort key, read once per descent.
+struct Key {
+    units: u32,
+    region: u32,
+    seq: u64,
+    addr: usize,
+}
+
 /// Deepest possible tree: AVL height <= 1.44 log2(n + 2), n < 2^43.
 const MAX_DEPTH: usize = 64;
 
@@ -235,6 +263,30 @@ impl Tree {
         self.cmp(reg, a, b) == Ordering::Less
     }
 
+    /// The key of `x`, read once for a descent.
+    #[inline]
+    fn key(&self, reg: &Registry, x: Block) -> Key {
+        Key {
+            units: x.units(),
+            region: x.region(),
+            seq: reg.desc(x.region()).seq(),
+            addr: x.addr(),
+        }
+    }
+
+    /// Whether key `k` sorts before node `n`.
+    #[inline]
+    fn key_less(&self, reg: &Registry, k: &Key, n: Block) -> bool {
+        if self.order == Order::Size && k.units != n.units() {
+            return k.units < n.units();
+        }
+        if k.region == n.region() {
+            k.addr < n.addr()
+        } else {
+            k.seq < reg.desc(n.region()).seq()
+        }
+    }
+
     // ----------------------------------------------------------------------
     // Paths.
 
@@ -265,6 +317,7 @@ impl Tree {
             return;
         }
         self.path_len = 0;
+        let k = self.key(reg, x);
         let mut t = self.root;
         loop {
             let n = t.expect("free tree lost a block");
@@ -272,7 +325,7 @@ impl Tree {
             if n == x {
                 break;
             }
-            t = if self.less(reg, x, n) {
+            t = if self.key_less(reg, &k, n) {
                 left(n)
             } else {
                 right(n)
@@ -300,12 +353,23 @@ impl Tree {
     fn fix_up(&mut self, mut i: usize, floor: usize) {
         loop {
             let n = self.node_at(i);
-            let (h0, m0) = (height(n), max(n));
-            let r = rebalance(n);
-            if r != n {
+            // Fast path: read each node once; no rotation needed.
+            let [w0, w1] = read_words(n);
+            let (h0, m0) = (w1 >> 56, unpack_max(w0, w1));
+            let (hl, ml) = meta_of(w0 & ADDR_MASK);
+            let (hr, mr) = meta_of(w1 & ADDR_MASK);
+            let (h, m) = (1 + hl.max(hr), (n.units() as u64).max(ml).max(mr));
+            let unchanged = if hl.abs_diff(hr) <= 1 {
+                if (h, m) != (h0, m0) {
+                    set_meta(n, h as u32, m as u32);
+                }
+                (h, m) == (h0, m0)
+            } else {
+                let r = rebalance(n);
                 self.set_child(i, n, Some(r));
-            }
-            if i == 0 || (i <= floor && (height(r), max(r)) == (h0, m0)) {
+                (height(r) as u64, max(r) as u64) == (h0, m0)
+            };
+            if i == 0 || (i <= floor && unchanged) {
                 break;
             }
             i -= 1;
@@ -357,23 +421,21 @@ impl Tree {
         set_meta(x, 1, x.units());
         self.len += 1;
         self.path_len = 0;
+        let k = self.key(reg, x);
         let mut t = self.root;
-        let mut parent = None;
+        let (mut parent, mut went_left) = (None, false);
         while let Some(n) = t {
             self.push(n);
             parent = Some(n);
-            t = if self.less(reg, x, n) {
-                left(n)
-            } else {
-                right(n)
-            };
+            went_left = self.key_less(reg, &k, n);
+            t = if went_left { left(n) } else { right(n) };
         }
         let Some(p) = parent else {
             self.root = Some(x);
             self.path_for = 0;
             return;
         };
-        if self.less(reg, x, p) {
+        if went_left {
             set_left(p, Some(x));
         } else {
             set_right(p, Some(x));

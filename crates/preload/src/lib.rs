@@ -323,20 +323,15 @@ pub struct Mallinfo {
 }
 
 fn info() -> Mallinfo2 {
-    HEAP.with_state(|st| match &st.heap {
-        None => Mallinfo2::default(),
-        Some(h) => {
-            let c = h.counters();
-            Mallinfo2 {
-                arena: c.mapped,
-                ordblks: h.free_blocks(),
-                usmblks: c.peak_in_use,
-                uordblks: c.in_use,
-                fordblks: c.mapped - c.in_use,
-                ..Mallinfo2::default()
-            }
-        }
-    })
+    let (c, free_blocks) = HEAP.totals();
+    Mallinfo2 {
+        arena: c.mapped,
+        ordblks: free_blocks,
+        usmblks: c.peak_in_use,
+        uordblks: c.in_use,
+        fordblks: c.mapped - c.in_use,
+        ..Mallinfo2::default()
+    }
 }
 
 /// `mallinfo2(3)`: bytes mapped, in use and free.
@@ -413,7 +408,7 @@ pub extern "C" fn print_memory() {
 #[no_mangle]
 pub unsafe extern "C" fn write_memory(fp: *mut libc::FILE) {
     HEAP.mark();
-    let Some((buf, len, mapped)) = HEAP.with_state(|st| render(st.heap.as_ref())) else {
+    let Some((buf, len, mapped)) = HEAP.with_heaps(render) else {
         return;
     };
     // SAFETY: `buf` holds `len` bytes of text; `fp` is valid per the contract.
@@ -424,9 +419,17 @@ pub unsafe extern "C" fn write_memory(fp: *mut libc::FILE) {
     }
 }
 
-/// Renders the dump into a fresh mapping; returns (address, length, mapped).
-fn render(heap: Option<&fitalloc::global::ProcessHeap>) -> Option<(usize, usize, usize)> {
-    let lines = heap.map_or(0, |h| h.dump_lines());
+/// Renders the dump of every arena into a fresh mapping; returns (address,
+/// length, mapped length).
+fn render(
+    heaps: &mut dyn Iterator<Item = &fitalloc::global::ProcessHeap>,
+) -> Option<(usize, usize, usize)> {
+    let mut list: [Option<&fitalloc::global::ProcessHeap>; fitalloc::global::ARENAS] =
+        [None; fitalloc::global::ARENAS];
+    for (slot, h) in list.iter_mut().zip(heaps) {
+        *slot = Some(h);
+    }
+    let lines: usize = list.iter().flatten().map(|h| h.dump_lines()).sum();
     let bytes = fitalloc::TITLE.len() + lines * fitalloc::MAX_LINE;
     let mapped = fitalloc::block::round_up(bytes, os::page_size())?;
     let buf = os::map_anon(mapped)?;
@@ -434,7 +437,7 @@ fn render(heap: Option<&fitalloc::global::ProcessHeap>) -> Option<(usize, usize,
     let slice = unsafe { core::slice::from_raw_parts_mut(buf as *mut u8, mapped) };
     let mut w = fitalloc::fmt::SliceWriter::new(slice);
     let _ = core::fmt::Write::write_str(&mut w, fitalloc::TITLE);
-    if let Some(h) = heap {
+    for h in list.iter().flatten() {
         let _ = h.dump(&mut w);
     }
     let len = w.bytes().len();
@@ -457,6 +460,7 @@ extern "C" fn fork_child() {
 }
 
 extern "C" fn on_load() {
+    fitalloc::global::prepare_threads();
     // SAFETY: registering three handlers that only touch our own locks.
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
 }
