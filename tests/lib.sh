@@ -18,11 +18,13 @@ build() {
   echo "$BUILD/bin/$name"
 }
 
-# build_linked NAME SOURCE...: like build, but links allocator.so directly
-# (no LD_PRELOAD needed to run it).
+# build_linked NAME SOURCE...: like build, but links the library under test
+# ($SO) directly, through its SONAME libfitalloc.so (no LD_PRELOAD needed).
 build_linked() {
   local name=$1; shift
-  gcc "${CFLAGS[@]}" -o "$BUILD/bin/$name" "$@" "$SO" -Wl,-rpath,"$ROOT"
+  mkdir -p "$BUILD/lib"
+  ln -sf "$SO" "$BUILD/lib/libfitalloc.so"
+  gcc "${CFLAGS[@]}" -o "$BUILD/bin/$name" "$@" -L"$BUILD/lib" -lfitalloc -Wl,-rpath,"$BUILD/lib"
   echo "$BUILD/bin/$name"
 }
 
