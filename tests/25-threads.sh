@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Threads (SPEC §6 "thread safe ... no memory of an exited thread is lost"),
+# tests/c/threads.c: 4 threads of random malloc/calloc/realloc/posix_memalign/
+# free with patterns checked before every free and realloc; a producer/
+# consumer queue (every block freed or realloc'ed by another thread than the
+# one that allocated it); threads that exit while main frees their blocks
+# (resident and virtual size must not grow over the cycles); many short-lived
+# threads. Under every policy, then a shorter run with ALLOCATOR_CHECK=1
+# (whole-heap check after every operation) under first_fit and best_fit (the
+# two orders of the free tree).
+. "$(dirname "$0")/lib.sh"
+
+build threads "$ROOT/tests/c/threads.c" >/dev/null
+bin=$BUILD/bin/threads
+status=0
+run() { # run LABEL SCALE ENV...
+  local label=$1 scale=$2 rc=0; shift 2
+  local log=$BUILD/tmp/threads-${label//[^A-Za-z0-9_=]/}.log
+  timeout 240 env "$@" LD_PRELOAD="$SO" "$bin" "$scale" >"$log" 2>&1 || rc=$?
+  if [ $rc -ne 0 ] || [ "$(tail -n 1 "$log")" != "threads: all ok" ]; then
+    echo "FAIL: threads under $label (exit status $rc$([ $rc = 124 ] && echo ': timed out, deadlock?')):"
+    sed 's/^/    /' "$log"
+    status=1
+  else
+    echo "ok   threads under $label"
+    grep '^ok' "$log" | sed 's/^/    /'
+  fi
+}
+for p in "${POLICIES[@]}"; do
+  run "$p" 10 ALLOCATOR_ALGORITHM="$p"
+done
+for p in first_fit best_fit; do
+  run "$p + ALLOCATOR_CHECK=1" 1 ALLOCATOR_ALGORITHM="$p" ALLOCATOR_CHECK=1
+done
+[ $status -eq 0 ] || fail "threaded allocation failed (see above)"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Memory goes back to the OS (SPEC §2: unmap, bounded span cache),
+# tests/c/vmsize.c: malloc/calloc/free of 20 MB blocks 50 times, 50 rounds of
+# mixed 1..20 MB blocks, realloc growth to 20 MB, and a touched 20 MB block:
+# VmSize (and VmRSS for the touched block) may grow by at most 10 MB from
+# after the first round to after the last, and must come back within 10 MB
+# of the level before the first allocation. Under every policy.
+. "$(dirname "$0")/lib.sh"
+
+build vmsize "$ROOT/tests/c/vmsize.c" -fno-builtin >/dev/null
+bin=$BUILD/bin/vmsize
+status=0
+for p in "${POLICIES[@]}"; do
+  rc=0
+  out=$(ALLOCATOR_ALGORITHM=$p LD_PRELOAD=$SO timeout 120 "$bin" 2>&1) || rc=$?
+  if [ $rc -ne 0 ] || [ "$(tail -n 1 <<<"$out")" != "vmsize: all ok" ]; then
+    echo "FAIL: vmsize under $p (exit status $rc):"
+    sed 's/^/    /' <<<"$out"
+    status=1
+  else
+    echo "ok   vmsize under $p"
+    grep '^ok' <<<"$out" | sed 's/^/    /'
+  fi
+done
+[ $status -eq 0 ] || fail "memory not returned to the OS (see above)"
