@@ -13,12 +13,12 @@ all: allocator.so libfitalloc.so fitalloc
 
 allocator.so: FORCE
 	$(CARGO) build --release -p fitalloc-preload
-	cp target/release/libfitalloc_preload.so $@
+	cp target/release/libfitalloc_preload.so $@.tmp && mv -f $@.tmp $@
 
 # The command-line tool (run / replay / map), beside allocator.so.
 fitalloc: FORCE
 	$(CARGO) build --release -p fitalloc-cli
-	cp target/release/fitalloc $@
+	cp target/release/fitalloc $@.tmp && mv -f $@.tmp $@
 
 # The same library under its SONAME, for programs linked against ./allocator.so.
 libfitalloc.so: allocator.so

@@ -14,7 +14,7 @@ CFLAGS=(-O1 -g -Wall -Wextra -Werror -pthread -I"$ROOT/include")
 # build NAME SOURCE... [gcc flags]: compiles into $BUILD/bin/NAME, prints the path.
 build() {
   local name=$1; shift
-  gcc "${CFLAGS[@]}" -o "$BUILD/bin/$name" "$@"
+  gcc "${CFLAGS[@]}" -o "$BUILD/bin/$name" "$@" || return 1
   echo "$BUILD/bin/$name"
 }
 
@@ -24,7 +24,7 @@ build_linked() {
   local name=$1; shift
   mkdir -p "$BUILD/lib"
   ln -sf "$SO" "$BUILD/lib/libfitalloc.so"
-  gcc "${CFLAGS[@]}" -o "$BUILD/bin/$name" "$@" -L"$BUILD/lib" -lfitalloc -Wl,-rpath,"$BUILD/lib"
+  gcc "${CFLAGS[@]}" -o "$BUILD/bin/$name" "$@" -L"$BUILD/lib" -lfitalloc -Wl,-rpath,"$BUILD/lib" || return 1
   echo "$BUILD/bin/$name"
 }
 
