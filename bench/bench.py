@@ -237,10 +237,10 @@ def run_once(cmd, env, cwd=None, timeout=600):
         fields = fm.read().split()
     if killed:
         return {"rc": "timeout (%gs)" % timeout, "stdout": out, "stderr": err}
-    if p.returncode != 0 or len(fields) != 5:
+    if p.returncode != 0 or len(fields) != 6:
         return {"rc": "measure failed (%s)" % p.returncode, "stdout": out, "stderr": err}
-    wall, rss, ut, st, code = fields
-    return {"wall": float(wall), "rss_kib": int(rss), "cpu": float(ut) + float(st),
+    wall, rss, ut, st, code, minflt = fields
+    return {"wall": float(wall), "rss_kib": int(rss), "cpu": float(ut) + float(st), "minflt": int(minflt),
             "rc": int(code), "stdout": out, "stderr": err}
 
 
@@ -286,7 +286,7 @@ def run_rows(rows, main, policies, runs, timeout, log):
                 if "ERROR: ld.so" in o["stderr"]:
                     slot["error"] = "preload failed: " + o["stderr"].strip().splitlines()[0][:200]
                     continue
-                slot["runs"].append({"wall": o["wall"], "rss_kib": o["rss_kib"], "cpu": o["cpu"],
+                slot["runs"].append({"wall": o["wall"], "rss_kib": o["rss_kib"], "cpu": o["cpu"], "minflt": o["minflt"],
                                      "metrics": metrics, "check": check})
         # signatures: every run of every allocator must agree with glibc's
         ref = None
@@ -358,20 +358,26 @@ def fmt_ratio(a, b):
 # ---------------------------------------------------------------- syscalls (e)
 
 def count_syscalls(cfg, cmd_base, iters_pair, log):
-    """mmap+munmap (and brk+mremap) per iteration of `large` in steady state:
-    the difference of two strace counts at two iteration counts."""
-    if not shutil.which("strace"):
-        return None
-    counts = []
+    """Per iteration of `large` in steady state: mmap+munmap, other memory
+    syscalls (brk, mremap, madvise) and minor page faults. Each is the
+    difference between two run lengths, divided by the difference in
+    iterations, so start-up costs cancel out."""
+    counts, faults = [], []
     for it in iters_pair:
+        o = run_once(cmd_base + ["iters=%d" % it], cfg.environ(os.environ, "BENCH_PRELOAD"))
+        if o["rc"] != 0:
+            log("  %s: large iters=%d failed: %s" % (cfg.name, it, o["rc"]))
+            return None
+        faults.append(o["minflt"])
         with tempfile.NamedTemporaryFile(suffix=".strace") as tf:
-            cmd = ["strace", "-f", "-qq", "-o", tf.name, "-e", "trace=mmap,munmap,mremap,brk"] + cfg.prefix() + cmd_base + ["iters=%d" % it]
+            cmd = ["strace", "-f", "-qq", "-o", tf.name, "-e", "trace=mmap,munmap,mremap,brk,madvise"] + \
+                cfg.prefix() + cmd_base + ["iters=%d" % it]
             env = Config("strace", None).environ(os.environ)
             r = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if r.returncode != 0:
                 log("  strace %s failed: %s" % (cfg.name, r.stderr.strip()[-200:]))
                 return None
-            c = {"mmap": 0, "munmap": 0, "mremap": 0, "brk": 0}
+            c = {"mmap": 0, "munmap": 0, "mremap": 0, "brk": 0, "madvise": 0}
             with open(tf.name) as f:
                 for line in f:
                     parts = line.split(None, 1)
@@ -383,8 +389,10 @@ def count_syscalls(cfg, cmd_base, iters_pair, log):
             counts.append(c)
     d = iters_pair[1] - iters_pair[0]
     per = {k: (counts[1][k] - counts[0][k]) / d for k in counts[0]}
-    return {"mmap_munmap_per_iter": per["mmap"] + per["munmap"], "brk_mremap_per_iter": per["brk"] + per["mremap"],
-            "counts": counts, "iters": list(iters_pair)}
+    return {"mmap_munmap_per_iter": per["mmap"] + per["munmap"],
+            "other_per_iter": per["brk"] + per["mremap"] + per["madvise"],
+            "per_iter": per, "minflt_per_iter": (faults[1] - faults[0]) / d,
+            "counts": counts, "minflt": faults, "iters": list(iters_pair)}
 
 
 # ---------------------------------------------------------------- reporting
@@ -467,8 +475,9 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
             cells += [fmt_num(vals.get(t)) if vals.get(t) else "-" for t in (1, 2, 4)] + ["%.2f" % r21 if r21 else "-"]
         th_lines.append(cells)
 
-    sy_header = ["allocator", "mmap+munmap / iter", "brk+mremap / iter"]
-    sy_lines = [[n, "%.2f" % s["mmap_munmap_per_iter"], "%.2f" % s["brk_mremap_per_iter"]] for n, s in sysc.items() if s]
+    sy_header = ["allocator", "mmap+munmap / iter", "brk+mremap+madvise / iter", "page faults / iter"]
+    sy_lines = [[n, "%.2f" % s["mmap_munmap_per_iter"], "%.2f" % s["other_per_iter"], "%.0f" % s["minflt_per_iter"]]
+                for n, s in sysc.items() if s]
 
     errors = []
     for row in rows:
@@ -490,7 +499,8 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
     md += ["", "## (c) threads: throughput (million allocations+frees per second, all threads)", "",
            "2T/1T is the scaling from one to two threads; the target is fitalloc's at least glibc's.", ""]
     md += md_table(th_header, th_lines)
-    md += ["", "## (e) system calls per iteration in steady state (strace, difference of two run lengths)", ""]
+    md += ["", "## (e) system calls and page faults per iteration in steady state (difference of two run lengths)", "",
+           "Target: no mmap/munmap per iteration. A 1-32 MiB block is 256-8192 pages: page faults show memory handed back to the OS and touched again.", ""]
     md += md_table(sy_header, sy_lines) if sy_lines else ["(strace not available)"]
     if notes or errors:
         md += ["", "## Notes", ""] + ["- " + n for n in notes] + ["- **error** " + e for e in errors]
@@ -500,7 +510,7 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
     txt += ["", "(b) fragmentation scaling, ns per allocation:"] + text_table(sc_header, sc_lines)
     txt += ["", "(c) threads, Mops/s:"] + text_table(th_header, th_lines)
     if sy_lines:
-        txt += ["", "(e) syscalls per iteration (steady state):"] + text_table(sy_header, sy_lines)
+        txt += ["", "(e) syscalls and page faults per iteration (steady state):"] + text_table(sy_header, sy_lines)
     if notes or errors:
         txt += [""] + ["note: " + n for n in notes] + ["ERROR: " + e for e in errors]
 
@@ -520,7 +530,8 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
                 n = len(slot["runs"])
                 series = [("wall_s", "s", [r["wall"] for r in slot["runs"]]),
                           ("maxrss_kib", "KiB", [r["rss_kib"] for r in slot["runs"]]),
-                          ("cpu_s", "s", [r["cpu"] for r in slot["runs"]])]
+                          ("cpu_s", "s", [r["cpu"] for r in slot["runs"]]),
+                          ("minor_faults", "", [r["minflt"] for r in slot["runs"]])]
                 for mname in sorted(slot["runs"][0]["metrics"]):
                     series.append((mname, "", [r["metrics"].get(mname) for r in slot["runs"]]))
                 for mname, unit, xs in series:
@@ -542,7 +553,8 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
         for name, s in sysc.items():
             if s:
                 w.writerow(["e-large", name, "mmap_munmap_per_iter", "", "%.3f" % s["mmap_munmap_per_iter"], "", "", ""])
-                w.writerow(["e-large", name, "brk_mremap_per_iter", "", "%.3f" % s["brk_mremap_per_iter"], "", "", ""])
+                w.writerow(["e-large", name, "brk_mremap_madvise_per_iter", "", "%.3f" % s["other_per_iter"], "", "", ""])
+                w.writerow(["e-large", name, "minor_faults_per_iter", "", "%.1f" % s["minflt_per_iter"], "", "", ""])
 
     # plots
     groups = []
@@ -659,12 +671,13 @@ def main():
         sysc = {}
         if any(r.key == "e-large" for r in rows):
             if shutil.which("strace"):
+                log("e-large: counting syscalls (strace) and page faults")
                 pair = (10, 30) if args.quick else (20, 60)
                 for c in main_cfgs:
                     sysc[c.name] = count_syscalls(c, [os.path.join(BUILD, "large")], pair, log)
                     if sysc[c.name]:
-                        log("e-large syscalls    %s: mmap+munmap %.2f/iter, brk+mremap %.2f/iter" % (
-                            c.name, sysc[c.name]["mmap_munmap_per_iter"], sysc[c.name]["brk_mremap_per_iter"]))
+                        log("e-large syscalls    %s: mmap+munmap %.2f/iter, brk+mremap+madvise %.2f/iter, %.0f page faults/iter" % (
+                            c.name, sysc[c.name]["mmap_munmap_per_iter"], sysc[c.name]["other_per_iter"], sysc[c.name]["minflt_per_iter"]))
             else:
                 notes.append("strace not installed: (e) syscall counts skipped")
 

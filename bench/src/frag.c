@@ -2,22 +2,34 @@
  *
  * Builds a heap with n free holes that no request can use: 2n blocks are
  * allocated alternately as "holes" (16..240 bytes) and "walls" (16..64
- * bytes); then one 512-byte "anchor" block (which in fitalloc opens a region
- * whose free tail can serve every request); then every hole is freed. The
- * timed loop allocates 512..1023 bytes (larger than every hole), writes it
- * and frees it, so the heap returns to the same state after each step: each
- * allocation must search past n useless free blocks. A linear scan costs
- * O(n) per allocation; fitalloc's trees O(log n).
- * Args: n=100000 iters=1000000 seed=2 */
+ * bytes); then a 64 KiB block (larger than any free block so far, so in
+ * fitalloc it opens a region of its own at the end of the list) which is
+ * shrunk in place to 512 bytes with realloc, leaving one large free block
+ * after it; then every hole is freed. The timed loop allocates 512..1023
+ * bytes (larger than every hole), writes it and frees it, so the heap returns
+ * to the same state after each step: each allocation must find the one
+ * usable free block among n+1. A linear scan of the list costs O(n) per
+ * allocation (the usable block comes last); fitalloc's trees O(log n).
+ * The bookkeeping arrays come from mmap, not malloc, so that they leave no
+ * free space in the heap. Args: n=100000 iters=1000000 seed=2 */
 #include "common.h"
+#include <sys/mman.h>
+
+static void *map_array(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        fail("mmap", (long)bytes, 0);
+    return p;
+}
 
 int main(int argc, char **argv)
 {
     long n = arg_long(argc, argv, "n", 100000);
     long iters = arg_long(argc, argv, "iters", 1000000);
     uint64_t rng = (uint64_t)arg_long(argc, argv, "seed", 2);
-    unsigned char **p = xmalloc(sizeof(*p) * (size_t)(2 * n));
-    uint32_t *sz = xmalloc(sizeof(*sz) * (size_t)(2 * n));
+    unsigned char **p = map_array(sizeof(*p) * (size_t)(2 * n));
+    uint32_t *sz = map_array(sizeof(*sz) * (size_t)(2 * n));
     uint64_t check = 0;
 
     for (long i = 0; i < 2 * n; i++) {
@@ -25,8 +37,11 @@ int main(int argc, char **argv)
         p[i] = xmalloc(sz[i]);
         memset(p[i], (int)(i & 0xff), sz[i]);
     }
-    unsigned char *anchor = xmalloc(512);
+    unsigned char *anchor = xmalloc(65536);
     memset(anchor, 0x5a, 512);
+    anchor = realloc(anchor, 512);
+    if (!anchor)
+        fail("realloc shrink returned NULL", 512, 0);
     for (long i = 0; i < 2 * n; i += 2)
         free(p[i]);
     maybe_dump_heap();
@@ -55,8 +70,8 @@ int main(int argc, char **argv)
         if (anchor[i] != 0x5a)
             fail("anchor changed", i, 0);
     free(anchor);
-    free(p);
-    free(sz);
+    munmap(p, sizeof(*p) * (size_t)(2 * n));
+    munmap(sz, sizeof(*sz) * (size_t)(2 * n));
     printf("METRIC ns_per_alloc %.3f\n", (t1 - t0) * 1e9 / (double)iters);
     printf("CHECK %016llx\n", (unsigned long long)check);
     return 0;

@@ -1,6 +1,6 @@
 /* measure RESULT_FILE PROGRAM [ARGS...]
  *
- * Runs PROGRAM as a child and writes "wall_s maxrss_kib user_s sys_s status"
+ * Runs PROGRAM as a child and writes "wall_s maxrss_kib user_s sys_s status minor_faults"
  * to RESULT_FILE, from wait4()'s rusage. The harness starts every workload
  * through this small process rather than directly from Python: a child's peak
  * RSS (ru_maxrss) includes the memory of the process it was forked from
@@ -50,10 +50,10 @@ int main(int argc, char **argv)
         return 2;
     }
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-    fprintf(f, "%.6f %ld %.6f %.6f %d\n",
+    fprintf(f, "%.6f %ld %.6f %.6f %d %ld\n",
             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9, ru.ru_maxrss,
             (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6,
-            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6, code);
+            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6, code, ru.ru_minflt);
     fclose(f);
     return 0;
 }
