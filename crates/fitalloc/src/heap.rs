@@ -8,9 +8,10 @@
 //! only decides which free block `choose` returns.
 
 use crate::block::{self, Block, ALIGN, FREE, HEADER, MAX_UNITS, MIN_BLOCK, NAMED, NAME_AREA};
+use crate::index::FreeIndex;
 use crate::os::PageSource;
 use crate::registry::{RegionDesc, Registry};
-use crate::tree::{Order, Position, Tree};
+use crate::tree::{Order, Position};
 
 /// Where a new allocation goes (ARCHITECTURE.md §3, "Choose").
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -134,7 +135,7 @@ pub struct Heap<S: PageSource> {
     id: u32,
     secret: u64,
     policy: Policy,
-    tree: Tree,
+    index: FreeIndex,
     head: u32,
     tail: u32,
     rover: Position,
@@ -165,7 +166,7 @@ impl<S: PageSource> Heap<S> {
             id,
             secret: reg.secret(),
             policy,
-            tree: Tree::new(policy.order()),
+            index: FreeIndex::new(policy.order()),
             head: 0,
             tail: 0,
             rover: (0, 0),
@@ -199,25 +200,15 @@ impl<S: PageSource> Heap<S> {
     pub fn set_policy(&mut self, policy: Policy) {
         let order = policy.order();
         self.policy = policy;
-        if order == self.tree.order() {
+        if order == self.index.order() {
             return;
         }
-        self.tree.clear(order);
-        let mut id = self.head;
-        while id != 0 {
-            let d = self.reg.desc(id);
-            let mut b = self.first_block(d);
-            loop {
-                if b.is_free() {
-                    self.tree.insert(self.reg, b);
-                }
-                if b.end() >= d.end() {
-                    break;
-                }
-                b = b.next();
-            }
-            id = d.next();
-        }
+        let reg = self.reg;
+        let mut regions = region_ids(reg, self.head);
+        let mut free = region_ids(reg, self.head)
+            .flat_map(move |id| region_blocks(reg.desc(id)))
+            .filter(|b| b.is_free());
+        self.index.rebuild(reg, order, &mut regions, &mut free);
     }
 
     /// Whether new allocations are filled with 0xAA.
@@ -370,7 +361,7 @@ impl<S: PageSource> Heap<S> {
 
     /// Number of free blocks (the size of the free index).
     pub fn free_blocks(&self) -> usize {
-        self.tree.len()
+        self.index.len()
     }
 
     // ----------------------------------------------------------------------
@@ -400,15 +391,7 @@ impl<S: PageSource> Heap<S> {
 
     fn choose(&mut self, need: usize) -> Option<Block> {
         let units = (need / ALIGN) as u32;
-        match self.policy {
-            Policy::FirstFit => self.tree.first_fit(units),
-            Policy::NextFit => match self.tree.first_fit_from(self.reg, self.rover, units) {
-                Some(b) => Some(b),
-                None => self.tree.first_fit(units),
-            },
-            Policy::BestFit => self.tree.lower_bound(units),
-            Policy::WorstFit => self.tree.worst_fit().filter(|b| b.units() >= units),
-        }
+        self.index.choose(self.reg, self.policy, units, self.rover)
     }
 
     fn position(&self, b: Block) -> Position {
@@ -428,6 +411,12 @@ impl<S: PageSource> Heap<S> {
             unsafe { self.source.unmap(start, size) };
             return None;
         };
+        if self.index.add_region(self.reg, id).is_none() {
+            self.reg.remove_region(id);
+            // SAFETY: as above.
+            unsafe { self.source.unmap(start, size) };
+            return None;
+        }
         let d = self.reg.desc(id);
         d.set_prev(self.tail);
         if self.tail == 0 {
@@ -461,17 +450,17 @@ impl<S: PageSource> Heap<S> {
         let u = unsafe { Block::from_raw(c.addr() + gap) };
         // SAFETY: as above; only used when `tail > 0`.
         let t = unsafe { Block::from_raw(u.addr() + used) };
-        let positional = self.tree.order() == Order::Position;
+        let positional = self.index.order() == Order::Position;
 
         // 1. Take `c` out of the index (its header and node still intact).
         if in_tree {
             if !positional {
-                self.tree.remove(reg, c);
+                self.index.remove(reg, c);
             } else if gap == 0 && tail > 0 {
                 t.write(secret, region, used, tail, FREE);
-                self.tree.replace(reg, c, t);
+                self.index.replace(reg, c, t);
             } else if gap == 0 {
-                self.tree.remove(reg, c);
+                self.index.remove(reg, c);
             }
         }
         // 2. Headers.
@@ -490,13 +479,13 @@ impl<S: PageSource> Heap<S> {
         // 3. Put the free pieces (back) in the index.
         if gap > 0 {
             if in_tree && positional {
-                self.tree.resized(reg, c);
+                self.index.resized(reg, c);
             } else {
-                self.tree.insert(reg, c);
+                self.index.insert(reg, c);
             }
         }
         if tail > 0 && (gap > 0 || !positional || !in_tree) {
-            self.tree.insert(reg, t);
+            self.index.insert(reg, t);
         }
         self.counters.in_use += used;
         self.note_peak();
@@ -514,15 +503,15 @@ impl<S: PageSource> Heap<S> {
         b.set_flags(secret, FREE);
         let prev = b.prev().filter(|a| a.is_free());
         let next = self.next_in_region(b).filter(|c| c.is_free());
-        let positional = self.tree.order() == Order::Position;
+        let positional = self.index.order() == Order::Position;
         let merged = match (prev, next) {
             (None, None) => {
-                self.tree.insert(reg, b);
+                self.index.insert(reg, b);
                 b
             }
             (Some(a), None) => {
                 if !positional {
-                    self.tree.remove(reg, a);
+                    self.index.remove(reg, a);
                 }
                 a.set_size(secret, a.size() + b.size());
                 self.reinsert(a, positional);
@@ -531,17 +520,17 @@ impl<S: PageSource> Heap<S> {
             (None, Some(c)) => {
                 b.set_size(secret, b.size() + c.size());
                 if positional {
-                    self.tree.replace(reg, c, b);
+                    self.index.replace(reg, c, b);
                 } else {
-                    self.tree.remove(reg, c);
-                    self.tree.insert(reg, b);
+                    self.index.remove(reg, c);
+                    self.index.insert(reg, b);
                 }
                 b
             }
             (Some(a), Some(c)) => {
-                self.tree.remove(reg, c);
+                self.index.remove(reg, c);
                 if !positional {
-                    self.tree.remove(reg, a);
+                    self.index.remove(reg, a);
                 }
                 a.set_size(secret, a.size() + b.size() + c.size());
                 self.reinsert(a, positional);
@@ -552,7 +541,7 @@ impl<S: PageSource> Heap<S> {
             merged.next().set_prev_size(secret, merged.size());
         }
         if merged.prev_size() == 0 && merged.size() == d.size() {
-            self.tree.remove(reg, merged);
+            self.index.remove(reg, merged);
             self.unmap_region(merged.region());
         }
     }
@@ -561,9 +550,9 @@ impl<S: PageSource> Heap<S> {
     /// insert it again (size order, where it was removed first).
     fn reinsert(&mut self, a: Block, positional: bool) {
         if positional {
-            self.tree.resized(self.reg, a);
+            self.index.resized(self.reg, a);
         } else {
-            self.tree.insert(self.reg, a);
+            self.index.insert(self.reg, a);
         }
     }
 
@@ -578,6 +567,7 @@ impl<S: PageSource> Heap<S> {
             0 => self.tail = prev,
             n => self.reg.desc(n).set_prev(prev),
         }
+        self.index.drop_region(self.reg, id);
         self.reg.remove_region(id);
         self.counters.mapped -= size;
         self.counters.regions_unmapped += 1;
@@ -612,7 +602,7 @@ impl<S: PageSource> Heap<S> {
         let name = b.is_named().then(|| read_name(b));
         let (secret, reg) = (self.secret, self.reg);
         let (old, total) = (b.size(), b.size() + n.size());
-        self.tree.remove(reg, n);
+        self.index.remove(reg, n);
         let rest = total - need;
         if rest >= MIN_BLOCK {
             b.set_size(secret, need);
@@ -622,7 +612,7 @@ impl<S: PageSource> Heap<S> {
             if let Some(next) = self.next_in_region(t) {
                 next.set_prev_size(secret, rest);
             }
-            self.tree.insert(reg, t);
+            self.index.insert(reg, t);
         } else {
             b.set_size(secret, total);
             if let Some(next) = self.next_in_region(b) {
@@ -648,8 +638,7 @@ impl<S: PageSource> Heap<S> {
     }
 
     fn first_block(&self, d: &RegionDesc) -> Block {
-        // SAFETY: a live region of this heap starts with a block header.
-        unsafe { Block::from_raw(d.start()) }
+        first_block(d)
     }
 
     fn next_in_region(&self, b: Block) -> Option<Block> {
@@ -783,7 +772,11 @@ impl<S: PageSource> Heap<S> {
             }
             Ok(())
         };
-        let indexed = self.tree.check(reg, &mut visit).map_err(|e| (e, 0))?;
+        let mut regions = region_ids(reg, self.head);
+        let indexed = self
+            .index
+            .check(reg, &mut regions, &mut visit)
+            .map_err(|e| (e, 0))?;
         if indexed != free {
             return Err(("free tree and free blocks differ in number", 0));
         }
@@ -833,6 +826,34 @@ impl<S: PageSource> Heap<S> {
         }
         Ok((free, used))
     }
+}
+
+fn first_block(d: &RegionDesc) -> Block {
+    // SAFETY: a live region of a heap starts with a block header; callers
+    // hold that heap (and its lock).
+    unsafe { Block::from_raw(d.start()) }
+}
+
+/// The ids of the regions of the list starting at `head`.
+fn region_ids(reg: &'static Registry, head: u32) -> impl Iterator<Item = u32> {
+    let mut id = head;
+    core::iter::from_fn(move || {
+        (id != 0).then(|| {
+            let cur = id;
+            id = reg.desc(cur).next();
+            cur
+        })
+    })
+}
+
+/// The blocks of a region, by address.
+fn region_blocks(d: &'static RegionDesc) -> impl Iterator<Item = Block> {
+    let mut at = Some(first_block(d));
+    core::iter::from_fn(move || {
+        let b = at?;
+        at = (b.end() < d.end()).then(|| b.next());
+        Some(b)
+    })
 }
 
 fn read_name(b: Block) -> [u8; NAME_AREA] {

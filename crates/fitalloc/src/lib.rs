@@ -13,7 +13,8 @@
 //! | [`cache`] | a bounded cache of released spans (a page source) |
 //! | [`registry`] | region descriptors and the page map (address → region) |
 //! | [`block`] | the block header and every pointer step |
-//! | [`tree`] | the intrusive AVL free index |
+//! | [`tree`] | the intrusive AVL tree (nodes inside free blocks) |
+//! | [`index`] | the free index: per-region trees under a segment tree, or one size-ordered tree |
 //! | [`heap`] | alloc, free, realloc, memalign, split, merge, the checker |
 //! | [`lock`] | a futex lock that never allocates |
 //! | [`global`] | one process-wide heap behind a lock, with options |
@@ -38,6 +39,7 @@ mod dump;
 pub mod fmt;
 pub mod global;
 pub mod heap;
+pub mod index;
 pub mod lock;
 pub mod options;
 pub mod os;

@@ -46,6 +46,7 @@ pub struct RegionDesc {
     prev: AtomicU32,
     next: AtomicU32,
     owner: AtomicU32,
+    slot: AtomicU32,
 }
 
 impl RegionDesc {
@@ -84,6 +85,14 @@ impl RegionDesc {
     /// Sets the next link.
     pub fn set_next(&self, id: u32) {
         self.next.store(id, Relaxed)
+    }
+    /// The region's slot in its heap's free index (position order).
+    pub fn slot(&self) -> u32 {
+        self.slot.load(Relaxed)
+    }
+    /// Sets the slot.
+    pub fn set_slot(&self, slot: u32) {
+        self.slot.store(slot, Relaxed)
     }
 }
 

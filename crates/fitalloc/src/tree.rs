@@ -245,6 +245,18 @@ impl Tree {
         m(self.root)
     }
 
+    /// Makes the tree rooted at `root` (a packed link, see `root_bits`) the
+    /// one operated on; the block count is kept (it counts every tree the
+    /// engine has held).
+    pub fn load(&mut self, root: u64) {
+        self.root = unpack(root);
+    }
+
+    /// The packed root link, for storing a tree outside the engine.
+    pub fn root_bits(&self) -> u64 {
+        pack(self.root)
+    }
+
     #[inline]
     fn cmp(&self, reg: &Registry, a: Block, b: Block) -> Ordering {
         if self.order == Order::Size && a.units() != b.units() {
@@ -625,6 +637,20 @@ impl Tree {
             return Err("free tree length is wrong");
         }
         Ok(count)
+    }
+
+    /// Like `check` for the tree rooted at `root` (packed), without the
+    /// length check. Returns the number of blocks and the largest size.
+    pub fn check_root(
+        &self,
+        reg: &Registry,
+        root: u64,
+        visit: &mut dyn FnMut(Block) -> Result<(), &'static str>,
+    ) -> Result<(usize, u32), &'static str> {
+        let mut prev: Link = None;
+        let mut count = 0;
+        let (_, max) = self.check_at(reg, unpack(root), 0, &mut prev, &mut count, visit)?;
+        Ok((count, max))
     }
 
     fn check_at(
