@@ -9,7 +9,7 @@
 //! as SPEC §3 says. `free` and `realloc` go to the arena that owns the
 //! block's region (found through the page map), whichever thread calls.
 //!
-//! Every operation goes through [`Shared::run`]: it takes the arena's lock
+//! Every operation goes through `Shared::run`: it takes the arena's lock
 //! (none while the process has a single thread), initialises the heap on
 //! first use (malloc is called before any constructor runs), applies changed
 //! options, counts the call, runs the operation, appends a trace record if

@@ -5,6 +5,20 @@
 //! free blocks) answers each placement *policy* — first, next, best or worst
 //! fit — exactly as a linear scan of the list would, in O(log n).
 //!
+//! ```text
+//!   allocator.so (C ABI)        FitAlloc (#[global_allocator])
+//!            \                      /
+//!             global::Shared: 8 arenas, options, trace, stats
+//!                        |
+//!             heap::Heap: alloc / free / realloc / memalign,
+//!                        |   split and merge, the checker
+//!        +---------------+----------------+
+//!   index::FreeIndex   block::Block   registry::Registry
+//!   (tree::Tree)       (headers)      (page map, region descriptors)
+//!        |
+//!   cache::CachedPages -> os (mmap / munmap)
+//! ```
+//!
 //! Layers, bottom up (see ARCHITECTURE.md):
 //!
 //! | module | role |
