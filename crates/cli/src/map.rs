@@ -1,0 +1,195 @@
+//! `fitalloc map`: a dump or a replayed trace drawn as SVG / PNG.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use fitalloc::Policy;
+
+use crate::layout::Layout;
+use crate::replay::{Outcome, Stop, Trace};
+use crate::report::replay_with_progress;
+use crate::svg::{self, human, Panel};
+use crate::MapArgs;
+
+fn stats_line(l: &Layout) -> String {
+    let (u, m) = (l.in_use(), l.mapped());
+    let frag = if u > 0 {
+        format!(" (mapped/in use - 1 = {:.3})", m as f64 / u as f64 - 1.0)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} in use, {} mapped{frag}; {} regions, {} blocks",
+        human(u),
+        human(m),
+        l.regions.len(),
+        l.block_count()
+    )
+}
+
+fn panel_for(o: &Outcome) -> Panel {
+    let l = o.layout.clone().unwrap_or_default();
+    let c = &o.counters;
+    let peak = o
+        .fragmentation()
+        .map_or_else(String::new, |f| format!(", fragmentation at peak {f:.3}"));
+    Panel {
+        title: o.policy.name().to_string(),
+        subtitle: vec![
+            stats_line(&l),
+            format!(
+                "peak so far: {} in use, {} mapped{peak}",
+                human(c.peak_in_use as u64),
+                human(c.peak_mapped as u64)
+            ),
+        ],
+        layout: l,
+    }
+}
+
+/// The command.
+pub fn map(a: MapArgs) -> Result<()> {
+    let (caption, panels) = if let Some(dump) = &a.dump {
+        from_dump(dump, a.dump_index)?
+    } else {
+        let trace = a.trace.as_deref().context("--dump or --trace is needed")?;
+        from_trace(trace, &a)?
+    };
+    let opts = svg::Options {
+        width: a.width.unwrap_or(if a.compare { 480 } else { 1000 }) as f64,
+        max_rects: a.max_rects as usize,
+        columns: panels.len(),
+    };
+    let (mut text, drawn) = svg::render(&caption, &panels, opts);
+    if drawn.runs > 0 {
+        let mut caption = caption;
+        caption.push(format!(
+            "{} blocks drawn as {} rectangles: {} blocks too narrow to draw one by one merged into {} runs",
+            drawn.blocks, drawn.rects, drawn.merged_blocks, drawn.runs
+        ));
+        text = svg::render(&caption, &panels, opts).0;
+    }
+    let to_stdout = match &a.output {
+        Some(p) if p.as_os_str() != "-" => {
+            std::fs::write(p, &text).with_context(|| format!("cannot write {}", p.display()))?;
+            false
+        }
+        Some(_) => true,
+        None => a.png.is_none(),
+    };
+    if to_stdout {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+    }
+    if let Some(png) = &a.png {
+        svg::to_png(&text, png)?;
+    }
+    eprintln!(
+        "fitalloc map: {} panel(s), {} blocks, {} rectangles{}",
+        panels.len(),
+        drawn.blocks,
+        drawn.rects,
+        if drawn.runs > 0 {
+            format!(" ({} merged runs)", drawn.runs)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+fn from_dump(path: &Path, index: Option<usize>) -> Result<(Vec<String>, Vec<Panel>)> {
+    let text =
+        std::fs::read(path).with_context(|| format!("cannot read dump {}", path.display()))?;
+    let text = String::from_utf8_lossy(&text);
+    let dumps = crate::dump::parse(&text).with_context(|| format!("{}", path.display()))?;
+    if dumps.is_empty() {
+        bail!(
+            "{}: no print_memory dump in the file (no '-- Current Memory State --' line)",
+            path.display()
+        );
+    }
+    let k = index.unwrap_or(dumps.len());
+    if k == 0 || k > dumps.len() {
+        bail!(
+            "{}: there are {} dumps in the file, not {k}",
+            path.display(),
+            dumps.len()
+        );
+    }
+    let l = dumps[k - 1].clone();
+    let name = file_name(path);
+    let caption = vec![
+        format!("fitalloc heap: {name}"),
+        format!(
+            "print_memory dump {k} of {} in the file (a dump does not record the policy)",
+            dumps.len(),
+        ),
+        stats_line(&l),
+    ];
+    let panel = Panel {
+        title: format!("dump {k}"),
+        subtitle: Vec::new(),
+        layout: l,
+    };
+    Ok((caption, vec![panel]))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+}
+
+fn from_trace(path: &Path, a: &MapArgs) -> Result<(Vec<String>, Vec<Panel>)> {
+    let t = Trace::load(path)?;
+    let policy = Policy::from(a.policy);
+    let (stop, when) = match (a.at, a.at_mark) {
+        (Some(n), _) => (Stop::Op(n), format!("after operation {n} of {}", t.ops)),
+        (None, Some(n)) => (
+            Stop::Mark(n),
+            format!("at mark {n} (print_memory call {n})"),
+        ),
+        (None, None) => {
+            let o = replay_with_progress(&t, policy, Stop::End, false, false)?;
+            (
+                Stop::Op(o.peak_op),
+                format!(
+                    "after operation {} of {}, when bytes in use were highest under {}",
+                    o.peak_op,
+                    t.ops,
+                    policy.name()
+                ),
+            )
+        }
+    };
+    let policies = if a.compare {
+        Policy::ALL.to_vec()
+    } else {
+        vec![policy]
+    };
+    let mut panels = Vec::new();
+    let mut ops = 0;
+    for p in policies {
+        let o = replay_with_progress(&t, p, stop, true, false)?;
+        ops = o.ops;
+        panels.push(panel_for(&o));
+    }
+    let name = file_name(path);
+    let mut caption = vec![format!("fitalloc heap: {name}")];
+    if a.compare {
+        caption.push(format!("the four policies {when}"));
+        caption.push(format!(
+            "{ops} operations replayed under each policy, each from an empty heap"
+        ));
+    } else {
+        caption.push(format!("policy {}, {when}", policy.name()));
+        caption.push(format!(
+            "{ops} operations replayed; {}",
+            stats_line(&panels[0].layout)
+        ));
+        panels[0].subtitle.remove(0);
+    }
+    Ok((caption, panels))
+}

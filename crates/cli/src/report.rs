@@ -1,0 +1,259 @@
+//! `fitalloc replay`: the per-policy table (or JSON) and layouts.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::layout::Layout;
+use crate::replay::{replay as replay_trace, Outcome, Stop, Trace};
+use crate::ReplayArgs;
+
+/// Traces with at least this many operations show a progress bar (on a
+/// terminal).
+const PROGRESS_MIN: u64 = 1_000_000;
+
+/// A progress bar on stderr for `ops` operations, if stderr is a terminal
+/// and the replay is long.
+pub fn progress_bar(ops: u64, label: &str, disabled: bool) -> Option<ProgressBar> {
+    if disabled || ops < PROGRESS_MIN || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = ProgressBar::with_draw_target(Some(ops), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} ops ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(label.to_string());
+    Some(pb)
+}
+
+/// Replays under `policy` with an optional progress bar.
+pub fn replay_with_progress(
+    t: &Trace,
+    policy: fitalloc::Policy,
+    stop: Stop,
+    layout: bool,
+    no_progress: bool,
+) -> Result<Outcome> {
+    let pb = progress_bar(t.ops, policy.name(), no_progress);
+    let o = replay_trace(t, policy, stop, layout, pb.as_ref());
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    o
+}
+
+#[derive(Serialize)]
+struct JsonBlock<'a> {
+    offset: u64,
+    size: u64,
+    used: bool,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonRegion<'a> {
+    size: u64,
+    blocks: Vec<JsonBlock<'a>>,
+}
+
+fn json_layout(l: &Layout) -> Vec<JsonRegion<'_>> {
+    l.regions
+        .iter()
+        .map(|r| JsonRegion {
+            size: r.size,
+            blocks: r
+                .blocks
+                .iter()
+                .map(|b| JsonBlock {
+                    offset: b.offset,
+                    size: b.size,
+                    used: b.used,
+                    name: &b.name,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct JsonPolicy<'a> {
+    policy: &'static str,
+    operations: u64,
+    replayed: u64,
+    skipped_unknown_pointer: u64,
+    skipped_failed: u64,
+    replay_failed: u64,
+    peak_in_use: usize,
+    peak_mapped: usize,
+    mapped_at_peak_in_use: usize,
+    fragmentation_at_peak: Option<f64>,
+    regions_mapped: u64,
+    regions_unmapped: u64,
+    in_use: usize,
+    mapped: usize,
+    peak_operation: u64,
+    ns_per_op: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layout: Option<Vec<JsonRegion<'a>>>,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    trace: String,
+    pid: u32,
+    parent: u32,
+    page_size: u32,
+    operations_in_trace: u64,
+    marks_in_trace: u64,
+    stop: String,
+    policies: Vec<JsonPolicy<'a>>,
+}
+
+fn stop_text(s: Stop) -> String {
+    match s {
+        Stop::End => "end".into(),
+        Stop::Mark(n) => format!("mark {n}"),
+        Stop::Op(n) => format!("operation {n}"),
+    }
+}
+
+/// The command.
+pub fn replay(a: ReplayArgs) -> Result<()> {
+    let t = Trace::load(&a.trace)?;
+    let stop = match (a.at_mark, a.at) {
+        (Some(n), _) => Stop::Mark(n),
+        (None, Some(n)) => Stop::Op(n),
+        (None, None) => Stop::End,
+    };
+    let mut outcomes = Vec::new();
+    for p in a.policy.policies() {
+        outcomes.push(replay_with_progress(&t, p, stop, a.layout, a.no_progress)?);
+    }
+    let out = if a.json {
+        json(&a.trace, &t, stop, &outcomes)?
+    } else {
+        table(&a.trace, &t, stop, &outcomes)
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn json(path: &Path, t: &Trace, stop: Stop, outcomes: &[Outcome]) -> Result<String> {
+    let r = JsonReport {
+        trace: path.display().to_string(),
+        pid: t.header.pid,
+        parent: t.header.parent,
+        page_size: t.header.page_size,
+        operations_in_trace: t.ops,
+        marks_in_trace: t.marks,
+        stop: stop_text(stop),
+        policies: outcomes
+            .iter()
+            .map(|o| JsonPolicy {
+                policy: o.policy.name(),
+                operations: o.ops,
+                replayed: o.replayed,
+                skipped_unknown_pointer: o.skipped_unknown,
+                skipped_failed: o.skipped_failed,
+                replay_failed: o.replay_failed,
+                peak_in_use: o.counters.peak_in_use,
+                peak_mapped: o.counters.peak_mapped,
+                mapped_at_peak_in_use: o.counters.mapped_at_peak_in_use,
+                fragmentation_at_peak: o.fragmentation(),
+                regions_mapped: o.counters.regions_mapped,
+                regions_unmapped: o.counters.regions_unmapped,
+                in_use: o.counters.in_use,
+                mapped: o.counters.mapped,
+                peak_operation: o.peak_op,
+                ns_per_op: (o.ns_per_op() * 10.0).round() / 10.0,
+                layout: o.layout.as_ref().map(json_layout),
+            })
+            .collect(),
+    };
+    let mut s = serde_json::to_string_pretty(&r)?;
+    s.push('\n');
+    Ok(s)
+}
+
+fn table(path: &Path, t: &Trace, stop: Stop, outcomes: &[Outcome]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let fork = if t.header.parent != 0 {
+        format!(", fork child of {}", t.header.parent)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        s,
+        "trace {} (pid {}{fork}): {} operations, {} marks; replayed to the {}",
+        path.display(),
+        t.header.pid,
+        t.ops,
+        t.marks,
+        stop_text(stop)
+    );
+    let _ = writeln!(
+        s,
+        "{:<10} {:>11} {:>14} {:>14} {:>13} {:>14} {:>9}",
+        "policy",
+        "operations",
+        "peak in use",
+        "peak mapped",
+        "frag. at peak",
+        "regions mapped",
+        "ns/op"
+    );
+    for o in outcomes {
+        let frag = o
+            .fragmentation()
+            .map_or_else(|| "n/a".to_string(), |f| format!("{f:.3}"));
+        let _ = writeln!(
+            s,
+            "{:<10} {:>11} {:>14} {:>14} {:>13} {:>14} {:>9.1}",
+            o.policy.name(),
+            o.ops,
+            o.counters.peak_in_use,
+            o.counters.peak_mapped,
+            frag,
+            o.counters.regions_mapped,
+            o.ns_per_op()
+        );
+    }
+    if let Some(o) = outcomes.first() {
+        if o.skipped_unknown + o.skipped_failed > 0 {
+            let _ = writeln!(
+                s,
+                "skipped: {} operations on pointers the trace never returned, {} failed recorded operations",
+                o.skipped_unknown, o.skipped_failed
+            );
+        }
+    }
+    for o in outcomes.iter().filter(|o| o.replay_failed > 0) {
+        let _ = writeln!(
+            s,
+            "{}: {} operations that succeeded when recorded failed in the replay (out of memory)",
+            o.policy.name(),
+            o.replay_failed
+        );
+    }
+    let _ = writeln!(
+        s,
+        "(bytes are whole blocks, headers included; frag. at peak = mapped / in use - 1 when bytes in use peaked)"
+    );
+    for o in outcomes {
+        if let Some(l) = &o.layout {
+            if outcomes.len() > 1 {
+                let _ = writeln!(s, "LAYOUT {}", o.policy.name());
+            }
+            s.push_str(&l.to_text());
+        }
+    }
+    s
+}

@@ -1,0 +1,524 @@
+//! End-to-end tests of the `fitalloc` command: help, replay, map and run,
+//! happy paths and error paths. Traces are written here with the crate's own
+//! encoder; `run` needs allocator.so (built by `make`), found through
+//! FITALLOC_SO.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use fitalloc::trace::{Header, Op, Record, RECORD, VERSION};
+use predicates::prelude::*;
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> std::io::Result<TempDir> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "fitalloc-cli-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fitalloc() -> Command {
+    Command::cargo_bin("fitalloc").expect("the fitalloc binary is built")
+}
+
+fn so() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../allocator.so");
+    assert!(
+        p.is_file(),
+        "{} is missing: run `make` first (the run tests need it)",
+        p.display()
+    );
+    p.canonicalize().unwrap()
+}
+
+fn name(s: &str) -> [u8; 31] {
+    let mut n = [0u8; 31];
+    n[..s.len()].copy_from_slice(s.as_bytes());
+    n
+}
+
+/// A trace file with these (operation, returned pointer) records.
+fn trace(dir: &TempDir, file: &str, ops: &[(Op, u64)]) -> PathBuf {
+    let h = Header {
+        version: VERSION,
+        page_size: fitalloc::os::page_size() as u32,
+        pid: 4242,
+        parent: 0,
+    };
+    let mut f = h.encode().to_vec();
+    for &(op, out) in ops {
+        let mut buf = [0u8; 2 * RECORD];
+        let n = Record { op, thread: 7, out }.encode(&mut buf);
+        f.extend_from_slice(&buf[..n]);
+    }
+    let p = dir.path().join(file);
+    std::fs::write(&p, f).unwrap();
+    p
+}
+
+/// 40 mallocs of 100 bytes, every other one freed, a named block, a mark,
+/// then a realloc and frees (of a pointer the trace never returned too).
+fn sample(dir: &TempDir) -> PathBuf {
+    let mut ops = Vec::new();
+    for i in 0..40u64 {
+        ops.push((Op::Malloc { size: 100 }, 0x10000 + i * 0x100));
+    }
+    for i in (0..40u64).step_by(2) {
+        ops.push((
+            Op::Free {
+                ptr: 0x10000 + i * 0x100,
+            },
+            0,
+        ));
+    }
+    ops.push((
+        Op::Named {
+            size: 40,
+            name: name("config <table>"),
+        },
+        0x90000,
+    ));
+    ops.push((Op::Mark { number: 1 }, 0));
+    ops.push((
+        Op::Realloc {
+            ptr: 0x90000,
+            size: 6000,
+        },
+        0xa0000,
+    ));
+    ops.push((Op::Free { ptr: 0xdead0 }, 0));
+    ops.push((Op::Malloc { size: 1 << 60 }, 0));
+    trace(dir, "sample.trace", &ops)
+}
+
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    String::from_utf8(out).unwrap()
+}
+
+fn layout_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("REGION ") || l.starts_with("BLOCK "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn rects(svg: &str) -> usize {
+    let doc = roxmltree::Document::parse(svg).expect("the SVG is well-formed XML");
+    doc.descendants().filter(|n| n.has_tag_name("rect")).count()
+}
+
+#[test]
+fn help_is_complete() {
+    let top = stdout_of(fitalloc().arg("--help"));
+    for w in ["run", "replay", "map", "first_fit", "Exit status"] {
+        assert!(top.contains(w), "--help lacks {w}");
+    }
+    let run = stdout_of(fitalloc().args(["run", "--help"]));
+    for w in [
+        "--policy",
+        "--scribble",
+        "--leak-check",
+        "--stats",
+        "--check",
+        "--trace",
+        "FITALLOC_SO",
+        "128+N",
+    ] {
+        assert!(run.contains(w), "run --help lacks {w}");
+    }
+    let replay = stdout_of(fitalloc().args(["replay", "--help"]));
+    for w in [
+        "--policy",
+        "all",
+        "--json",
+        "--at-mark",
+        "--layout",
+        "BLOCK <region index>",
+    ] {
+        assert!(replay.contains(w), "replay --help lacks {w}");
+    }
+    let map = stdout_of(fitalloc().args(["map", "--help"]));
+    for w in [
+        "--dump",
+        "--trace",
+        "--at",
+        "--compare",
+        "--png",
+        "-o",
+        "--max-rects",
+    ] {
+        assert!(map.contains(w), "map --help lacks {w}");
+    }
+}
+
+#[test]
+fn replay_table_json_and_layout() {
+    let dir = TempDir::new().unwrap();
+    let t = sample(&dir);
+    let table = stdout_of(fitalloc().arg("replay").arg(&t));
+    for p in ["first_fit", "next_fit", "best_fit", "worst_fit"] {
+        assert!(table.contains(p), "{table}");
+    }
+    assert!(
+        table.contains("skipped: 1 operations on pointers the trace never returned, 1 failed"),
+        "{table}"
+    );
+
+    let json = stdout_of(fitalloc().arg("replay").arg(&t).arg("--json"));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let pols = v["policies"].as_array().unwrap();
+    assert_eq!(pols.len(), 4);
+    assert_eq!(v["operations_in_trace"], 64);
+    assert_eq!(v["marks_in_trace"], 1);
+    for p in pols {
+        assert_eq!(p["operations"], 64);
+        assert_eq!(p["skipped_unknown_pointer"], 1);
+        assert_eq!(p["skipped_failed"], 1);
+        assert_eq!(p["replay_failed"], 0);
+        // 40 blocks of 128 bytes live at once.
+        assert!(p["peak_in_use"].as_u64().unwrap() >= 40 * 128, "{p}");
+        assert!(p["peak_mapped"].as_u64().unwrap() >= p["peak_in_use"].as_u64().unwrap());
+        assert!(p["regions_mapped"].as_u64().unwrap() >= 2, "{p}");
+        assert!(p["fragmentation_at_peak"].as_f64().unwrap() >= 0.0);
+        assert!(p["ns_per_op"].as_f64().unwrap() > 0.0);
+    }
+
+    // At the mark: 20 used blocks of 128 bytes at even positions... under
+    // first fit the named block (16 + 48 + 32 = 96 bytes) reuses the first hole.
+    let out = stdout_of(fitalloc().arg("replay").arg(&t).args([
+        "--policy",
+        "first_fit",
+        "--at-mark",
+        "1",
+        "--layout",
+    ]));
+    let lines = layout_lines(&out);
+    assert_eq!(lines[0], "REGION 0 4096");
+    assert_eq!(lines[1], "BLOCK 0 0 96 USED 'config <table>'");
+    assert_eq!(lines[2], "BLOCK 0 96 32 FREE ''");
+    assert_eq!(lines[3], "BLOCK 0 128 128 USED ''");
+    let used = lines.iter().filter(|l| l.contains(" USED ")).count();
+    assert_eq!(used, 21);
+
+    // --at N stops after N operations.
+    let out = stdout_of(
+        fitalloc()
+            .arg("replay")
+            .arg(&t)
+            .args(["--policy", "best_fit", "--at", "1", "--layout", "--json"]),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["policies"][0]["in_use"], 128);
+    assert_eq!(v["policies"][0]["layout"][0]["blocks"][0]["size"], 128);
+}
+
+#[test]
+fn replay_errors() {
+    let dir = TempDir::new().unwrap();
+    let one_line = |s: &str| s.lines().count() == 1 && s.starts_with("fitalloc: error: ");
+
+    fitalloc()
+        .args(["replay", "/nonexistent/trace"])
+        .assert()
+        .code(1)
+        .stderr(predicate::function(one_line))
+        .stderr(predicate::str::contains("cannot read trace"));
+
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, b"this is not a trace, it is a text file.").unwrap();
+    fitalloc()
+        .arg("replay")
+        .arg(&bad)
+        .assert()
+        .code(1)
+        .stderr(predicate::function(one_line))
+        .stderr(predicate::str::contains("bad magic"));
+
+    let t = sample(&dir);
+    let mut bytes = std::fs::read(&t).unwrap();
+    bytes.truncate(bytes.len() - 5);
+    let cut = dir.path().join("cut");
+    std::fs::write(&cut, bytes).unwrap();
+    fitalloc()
+        .arg("replay")
+        .arg(&cut)
+        .assert()
+        .code(1)
+        .stderr(predicate::function(one_line))
+        .stderr(predicate::str::contains("ends inside a record"));
+
+    fitalloc()
+        .arg("replay")
+        .arg(&t)
+        .args(["--at-mark", "2"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("1 mark records, not 2"));
+
+    fitalloc()
+        .arg("replay")
+        .arg(&t)
+        .args(["--policy", "good_fit"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("invalid value 'good_fit'"));
+}
+
+#[test]
+fn map_trace_dump_compare_png() {
+    let dir = TempDir::new().unwrap();
+    let t = sample(&dir);
+    let svg = dir.path().join("one.svg");
+    let png = dir.path().join("one.png");
+    fitalloc()
+        .args(["map", "--policy", "best_fit", "--at-mark", "1", "--trace"])
+        .arg(&t)
+        .arg("-o")
+        .arg(&svg)
+        .arg("--png")
+        .arg(&png)
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let layout = stdout_of(fitalloc().arg("replay").arg(&t).args([
+        "--policy",
+        "best_fit",
+        "--at-mark",
+        "1",
+        "--layout",
+    ]));
+    let blocks = layout_lines(&layout)
+        .iter()
+        .filter(|l| l.starts_with("BLOCK "))
+        .count();
+    assert_eq!(rects(&text), blocks, "one <rect> per block");
+    assert!(text.contains("config &lt;table&gt;"), "names in tooltips");
+    assert!(text.contains("policy best_fit"), "caption names the policy");
+    let png = std::fs::read(&png).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    // Default moment (peak in use) to stdout; --compare has four panels.
+    let text = stdout_of(fitalloc().args(["map", "--trace"]).arg(&t));
+    assert!(text.contains("when bytes in use were highest"), "{text}");
+    rects(&text);
+    let text = stdout_of(
+        fitalloc()
+            .args(["map", "--compare", "--at", "40", "--trace"])
+            .arg(&t),
+    );
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    for p in ["first_fit", "next_fit", "best_fit", "worst_fit"] {
+        assert!(
+            doc.descendants().any(|n| n.text() == Some(p)),
+            "panel title {p}"
+        );
+    }
+    // 40 used blocks and one free tail per policy.
+    assert_eq!(rects(&text), 4 * 41);
+
+    // A dump: one rect per block line; other lines ignored.
+    let dump = dir.path().join("dump.txt");
+    std::fs::write(
+        &dump,
+        "program output\n-- Current Memory State --\n\
+         [REGION 0x7f0000000000-0x7f0000002000] 8192\n\
+         \x20 [BLOCK 0x7f0000000000-0x7f00000000b0] 176 [USED] 'Test Allocation: 0'\n\
+         \x20 [BLOCK 0x7f00000000b0-0x7f0000000100] 80 [FREE] ''\n\
+         \x20 [BLOCK 0x7f0000000100-0x7f0000002000] 7936 [USED] ''\n\
+         [REGION 0x7f0000010000-0x7f0000011000] 4096\n\
+         \x20 [BLOCK 0x7f0000010000-0x7f0000011000] 4096 [USED] 'big'\n",
+    )
+    .unwrap();
+    let text = stdout_of(fitalloc().args(["map", "--dump"]).arg(&dump));
+    assert_eq!(rects(&text), 4);
+    assert!(text.contains("Test Allocation: 0"));
+}
+
+#[test]
+fn map_caps_rectangles() {
+    let dir = TempDir::new().unwrap();
+    let mut ops = Vec::new();
+    for i in 0..3000u64 {
+        ops.push((Op::Malloc { size: 16 }, 0x100000 + i * 0x40));
+    }
+    for i in (0..3000u64).step_by(3) {
+        ops.push((
+            Op::Free {
+                ptr: 0x100000 + i * 0x40,
+            },
+            0,
+        ));
+    }
+    let t = trace(&dir, "many.trace", &ops);
+    let text = stdout_of(
+        fitalloc()
+            .args(["map", "--max-rects", "200", "--trace"])
+            .arg(&t),
+    );
+    let n = rects(&text);
+    assert!(n <= 200, "{n} rects");
+    assert!(text.contains("merged into"), "the caption says so");
+}
+
+#[test]
+fn map_errors() {
+    let dir = TempDir::new().unwrap();
+    fitalloc().arg("map").assert().code(2);
+    fitalloc()
+        .args(["map", "--dump", "/nonexistent/dump"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot read dump"));
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "nothing here\n").unwrap();
+    fitalloc()
+        .arg("map")
+        .arg("--dump")
+        .arg(&empty)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no print_memory dump"));
+    fitalloc()
+        .args(["map", "--compare", "--dump"])
+        .arg(&empty)
+        .assert()
+        .code(2);
+    let t = sample(&dir);
+    fitalloc()
+        .args(["map", "--policy", "fastest_fit", "--trace"])
+        .arg(&t)
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn run_sets_the_environment_and_returns_the_status() {
+    let so = so();
+    let out = stdout_of(
+        fitalloc()
+            .env("FITALLOC_SO", &so)
+            .env_remove("ALLOCATOR_ALGORITHM")
+            .args([
+                "run",
+                "--policy",
+                "worst_fit",
+                "--scribble",
+                "--check",
+                "--",
+                "sh",
+                "-c",
+                "echo $LD_PRELOAD $ALLOCATOR_ALGORITHM $ALLOCATOR_SCRIBBLE $ALLOCATOR_CHECK",
+            ]),
+    );
+    assert_eq!(out.trim(), format!("{} worst_fit 1 1", so.display()));
+
+    fitalloc()
+        .env("FITALLOC_SO", &so)
+        .args(["run", "--", "sh", "-c", "exit 3"])
+        .assert()
+        .code(3);
+    fitalloc()
+        .env("FITALLOC_SO", &so)
+        .args(["run", "sh", "-c", "kill -TERM $$"])
+        .assert()
+        .code(128 + 15);
+    fitalloc()
+        .env("FITALLOC_SO", &so)
+        .args(["run", "--", "/nonexistent/program"])
+        .assert()
+        .code(127)
+        .stderr(predicate::str::contains("cannot run /nonexistent/program"));
+
+    // --stats and --leak-check reach the program (bash allocates, ends with
+    // exit() and keeps its stderr open, so the reports are written).
+    fitalloc()
+        .env("FITALLOC_SO", &so)
+        .args([
+            "run",
+            "--stats",
+            "--leak-check",
+            "--",
+            "bash",
+            "-c",
+            "echo hi",
+        ])
+        .assert()
+        .success()
+        .stdout("hi\n")
+        .stderr(predicate::str::contains(
+            "fitalloc: stats (policy first_fit",
+        ))
+        .stderr(predicate::str::contains("blocks lost ("));
+
+    // A trace, relative to the current directory, replays.
+    let dir = TempDir::new().unwrap();
+    fitalloc()
+        .env("FITALLOC_SO", &so)
+        .current_dir(dir.path())
+        .args(["run", "--trace", "sh.trace", "--", "bash", "-c", "echo hi"])
+        .assert()
+        .success();
+    let t = dir.path().join("sh.trace");
+    assert!(t.is_file());
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout_of(fitalloc().arg("replay").arg(&t).arg("--json"))).unwrap();
+    assert!(v["operations_in_trace"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn run_without_allocator_so() {
+    let dir = TempDir::new().unwrap();
+    let bin = dir.path().join("fitalloc");
+    std::fs::copy(assert_cmd::cargo::cargo_bin("fitalloc"), &bin).unwrap();
+    Command::new(&bin)
+        .current_dir(dir.path())
+        .env_remove("FITALLOC_SO")
+        .args(["run", "--", "true"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot find allocator.so"));
+    Command::new(&bin)
+        .current_dir(dir.path())
+        .args(["run", "--so", "/nonexistent.so", "--", "true"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "--so /nonexistent.so: no such file",
+        ));
+    // Next to the executable wins.
+    std::fs::copy(so(), dir.path().join("allocator.so")).unwrap();
+    Command::new(&bin)
+        .current_dir("/")
+        .env("FITALLOC_SO", "/nonexistent.so")
+        .args(["run", "--", "sh", "-c", "echo $LD_PRELOAD"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            dir.path()
+                .canonicalize()
+                .unwrap()
+                .join("allocator.so")
+                .display()
+                .to_string(),
+        ));
+}

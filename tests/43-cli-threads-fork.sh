@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Traces of a multi-threaded and of a forking program replay without error
+# under every policy:
+# - tests/c/cli_threads.c: 4 threads, blocks freed by other threads than the
+#   ones that allocated them; the trace holds at least the calls the threads
+#   made, and the replay skips nothing and fails nothing.
+# - tests/c/cli_fork.c: parent, child and grandchild each write a trace (T,
+#   T.CHILD, T.GRANDCHILD); the descendants' headers name their parent, and
+#   their operations on inherited blocks (50 each, which the program counts)
+#   are skipped as pointers the trace never returned; nothing else is skipped.
+# `fitalloc map --compare` draws the child's trace.
+. "$(dirname "$0")/lib.sh"
+FA=$ROOT/fitalloc
+[ -x "$FA" ] || fail "$FA missing: run make first"
+command -v python3 >/dev/null || fail "python3 is needed to read the JSON"
+threads=$(build cli_threads "$ROOT/tests/c/cli_threads.c")
+forker=$(build cli_fork "$ROOT/tests/c/cli_fork.c")
+tmp=$BUILD/tmp/cli-threads-fork
+rm -rf "$tmp"
+mkdir -p "$tmp"
+status=0
+checks=0
+
+# expect TRACE MIN_OPS PARENT SKIPPED: replay --policy all --json and check it
+expect() {
+  local t=$1 min=$2 parent=$3 skipped=$4 res
+  checks=$((checks + 1))
+  if ! "$FA" replay "$t" --policy all --json >"$t.json" 2>"$t.err"; then
+    echo "FAIL replay $t: $(cat "$t.err")"; status=1; return
+  fi
+  if res=$(python3 - "$t.json" "$min" "$parent" "$skipped" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+lo, parent, skipped = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+assert d['operations_in_trace'] >= lo, f"{d['operations_in_trace']} operations < {lo}"
+assert d['parent'] == parent, f"header parent {d['parent']} != {parent}"
+assert [p['policy'] for p in d['policies']] == ['first_fit', 'next_fit', 'best_fit', 'worst_fit']
+for p in d['policies']:
+    assert p['operations'] == d['operations_in_trace'], p
+    assert p['skipped_unknown_pointer'] == skipped, f"{p['policy']}: {p['skipped_unknown_pointer']} skipped, not {skipped}"
+    assert p['skipped_failed'] == 0 and p['replay_failed'] == 0, p
+    assert p['peak_in_use'] > 0 and p['peak_mapped'] >= p['peak_in_use'], p
+print(f"{d['operations_in_trace']} operations, {skipped} skipped")
+PY
+  ); then
+    echo "ok   $(basename "$t"): $res, under the four policies"
+  else
+    echo "FAIL $(basename "$t"): $res"; status=1
+  fi
+}
+
+"$FA" run --trace "$tmp/threads.trace" -- "$threads" 5000 >"$tmp/threads.out" 2>"$tmp/threads.err" ||
+  fail "cli_threads failed: $(tail -n 3 "$tmp/threads.err")"
+ops=$(sed -n 's/^OPS //p' "$tmp/threads.out")
+[ "${ops:-0}" -gt 20000 ] || fail "cli_threads made only ${ops:-0} calls"
+expect "$tmp/threads.trace" "$ops" 0 0
+
+"$FA" run --trace "$tmp/fork.trace" -- "$forker" >"$tmp/fork.out" 2>"$tmp/fork.err" ||
+  fail "cli_fork failed: $(tail -n 3 "$tmp/fork.err")"
+read -r _ child child_foreign < <(grep '^CHILD ' "$tmp/fork.out")
+read -r _ grand grand_foreign < <(grep '^GRANDCHILD ' "$tmp/fork.out")
+parent=$(python3 -c 'import struct,sys; print(struct.unpack_from("<I", open(sys.argv[1],"rb").read(), 20)[0])' "$tmp/fork.trace")
+checks=$((checks + 1))
+if [ -s "$tmp/fork.trace.$child" ] && [ -s "$tmp/fork.trace.$grand" ]; then
+  echo "ok   the child ($child) and the grandchild ($grand) wrote their own traces"
+else
+  echo "FAIL missing fork traces: $(ls "$tmp")"; status=1
+fi
+expect "$tmp/fork.trace" 200 0 0
+expect "$tmp/fork.trace.$child" 100 "$parent" "$child_foreign"
+expect "$tmp/fork.trace.$grand" 100 "$child" "$grand_foreign"
+
+checks=$((checks + 1))
+if "$FA" map --trace "$tmp/fork.trace.$child" --compare -o "$tmp/child.svg" 2>"$tmp/map.err" &&
+   python3 -c 'import sys, xml.etree.ElementTree as ET; ET.parse(sys.argv[1])' "$tmp/child.svg"; then
+  echo "ok   map --compare of the child's trace"
+else
+  echo "FAIL map --compare of the child's trace: $(cat "$tmp/map.err")"; status=1
+fi
+
+echo "cli-threads-fork: $checks checks"
+[ "$status" -eq 0 ] || fail "thread / fork trace checks failed (see above)"
