@@ -142,8 +142,9 @@ pub struct RunArgs {
     /// invariant (ALLOCATOR_CHECK=1; slow).
     #[arg(long)]
     pub check: bool,
-    /// Record every allocation to FILE (ALLOCATOR_TRACE); a fork child writes
-    /// FILE.PID. Replay it with `fitalloc replay FILE`.
+    /// Record every allocation to FILE (ALLOCATOR_TRACE; an existing FILE is
+    /// replaced); a fork child writes FILE.PID. Replay it with `fitalloc
+    /// replay FILE`.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
     /// Use this allocator.so instead of searching for it.

@@ -234,6 +234,13 @@ fn table(path: &Path, t: &Trace, stop: Stop, outcomes: &[Outcome]) -> String {
                 o.skipped_unknown, o.skipped_failed
             );
         }
+        if o.skipped_unknown > 0 && t.header.parent == 0 {
+            let _ = writeln!(
+                s,
+                "note: this is not a fork child's trace, yet it uses pointers it never returned: \
+                 another process (a program the traced one exec'd?) may have written the same file"
+            );
+        }
     }
     for o in outcomes.iter().filter(|o| o.replay_failed > 0) {
         let _ = writeln!(

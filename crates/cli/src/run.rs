@@ -72,6 +72,14 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         // children, which write T.PID) still writes where it was asked.
         let abs =
             std::path::absolute(t).with_context(|| format!("bad trace path {}", t.display()))?;
+        // An old trace would be truncated anyway; removing it lets the first
+        // process of this run be the one that creates the file.
+        match std::fs::remove_file(&abs) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot replace {}", abs.display()));
+            }
+            _ => {}
+        }
         cmd.env("ALLOCATOR_TRACE", abs);
     }
     let status = match cmd.status() {

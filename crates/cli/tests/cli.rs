@@ -183,6 +183,10 @@ fn replay_table_json_and_layout() {
         table.contains("skipped: 1 operations on pointers the trace never returned, 1 failed"),
         "{table}"
     );
+    assert!(
+        table.contains("note: this is not a fork child's trace"),
+        "{table}"
+    );
 
     let json = stdout_of(fitalloc().arg("replay").arg(&t).arg("--json"));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
