@@ -17,7 +17,7 @@
 
 use core::ffi::{c_char, c_void};
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering::*};
 
 use crate::cache::CachedPages;
 use crate::fmt::FdWriter;
@@ -272,6 +272,10 @@ pub struct Shared {
     base: AtomicU32,
     tracing: AtomicBool,
     trace: Lock<TraceState>,
+    /// Where the exit reports go: a close-on-exec copy of stderr taken when
+    /// a report was first asked for (programs such as coreutils close fd 2
+    /// before exiting); -1 until then.
+    report_fd: AtomicI32,
 }
 
 /// What an operation returned, as far as `run` needs to know.
@@ -316,6 +320,7 @@ impl Shared {
                 path: core::ptr::null(),
                 marks: 0,
             }),
+            report_fd: AtomicI32::new(-1),
         }
     }
 
@@ -394,12 +399,18 @@ impl Shared {
         });
         heap.set_policy(policy);
         heap.set_scribble(st.options.scribble);
+        if (st.options.leak_check || st.options.stats) && self.report_fd.load(Relaxed) < 0 {
+            // SAFETY: duplicating our own stderr; F_DUPFD_CLOEXEC allocates
+            // nothing and keeps the copy out of exec'd programs.
+            let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100) };
+            self.report_fd.store(fd, Relaxed);
+        }
         if !st.options.trace.is_null() && !self.tracing.load(Acquire) {
             let mut t = self.trace.lock_if_threaded();
             if !t.tracer.started() {
                 t.path = st.options.trace;
                 let path = t.path;
-                t.tracer.start(path, 0);
+                t.tracer.start(path, false);
                 self.tracing.store(t.tracer.is_on(), Release);
             }
         }
@@ -543,8 +554,20 @@ impl Shared {
         })
     }
 
+    /// Like `with_heaps`, and first writes a mark record to the trace (if
+    /// tracing), so that a replay can stop exactly where this view was taken.
+    pub fn with_heaps_marked<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = &ProcessHeap>) -> R,
+    ) -> R {
+        self.with_heaps(|heaps| {
+            self.mark();
+            f(heaps)
+        })
+    }
+
     /// Writes a mark record (print_memory / write_memory was called).
-    pub fn mark(&self) {
+    fn mark(&self) {
         if !self.tracing.load(Acquire) {
             return;
         }
@@ -567,7 +590,11 @@ impl Shared {
         let Some(options) = guards.iter().find(|g| g.heap.is_some()).map(|g| g.options) else {
             return;
         };
-        let mut w = FdWriter::new(2);
+        let fd = match self.report_fd.load(Relaxed) {
+            fd if fd >= 0 => fd,
+            _ => 2,
+        };
+        let mut w = FdWriter::new(fd);
         if options.leak_check {
             let _ = leak_report(&guards, &mut w);
         }

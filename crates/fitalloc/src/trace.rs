@@ -22,10 +22,19 @@
 //! | 7 | name text (only after kind 6) | bytes 1..32: the name, NUL padded | | |
 //! | 8 | mark: `print_memory` / `write_memory` was called | mark number | 0 | 0 |
 //!
-//! `thread` identifies the calling thread (32 bits of `pthread_self`). A fork
-//! child writes its own file, `PATH.PID`, starting with the first operation
-//! after the fork (its heap at that point is the parent's). Records are
-//! buffered; the buffer is written when full, before `fork`, and at exit.
+//! `thread` identifies the calling thread (32 bits of `pthread_self`).
+//!
+//! Files: each process writes its own. A process writes `PATH` if it can
+//! create it (it must not exist yet), else `PATH.PID`, then `PATH.PID.2`, ...
+//! A fork child starts at `PATH.PID`, with the first operation after the fork
+//! (its heap at that point is its parent's; the header names the parent).
+//! A program `exec`ed by a traced one inherits `ALLOCATOR_TRACE` and so gets
+//! its own `PATH.PID` file. A stale file is never overwritten: remove it
+//! first (`fitalloc run --trace` does).
+//!
+//! The header is written when tracing starts; records are buffered and the
+//! buffer is written when full, before `fork`, and at exit (not at `_exit` or
+//! `exec`, whose last records are lost).
 
 /// The first 8 bytes of a trace.
 pub const MAGIC: [u8; 8] = *b"FITTRACE";

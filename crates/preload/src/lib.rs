@@ -407,8 +407,7 @@ pub extern "C" fn print_memory() {
 /// `fp` is a valid, open `FILE *`.
 #[no_mangle]
 pub unsafe extern "C" fn write_memory(fp: *mut libc::FILE) {
-    HEAP.mark();
-    let Some((buf, len, mapped)) = HEAP.with_heaps(render) else {
+    let Some((buf, len, mapped)) = HEAP.with_heaps_marked(render) else {
         return;
     };
     // SAFETY: `buf` holds `len` bytes of text; `fp` is valid per the contract.
