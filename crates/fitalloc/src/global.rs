@@ -419,15 +419,21 @@ impl Shared {
     // -----------------------------------------------------------------------
     // Operations.
 
+    /// An operation that allocates in the calling thread's arena and is
+    /// traced as `op` with its result.
+    fn alloc_op(
+        &self,
+        call: Call,
+        op: Op,
+        f: impl FnOnce(&mut ProcessHeap) -> Option<usize>,
+    ) -> Option<usize> {
+        self.run(my_arena(), Some(call), f, |&r| record(op, r))
+    }
+
     /// `malloc` (counted as `call`).
     pub fn malloc(&self, call: Call, size: usize) -> Option<usize> {
         let op = Op::Malloc { size: size as u64 };
-        self.run(
-            my_arena(),
-            Some(call),
-            |h| h.malloc(size),
-            |&r| record(op, r),
-        )
+        self.alloc_op(call, op, |h| h.malloc(size))
     }
 
     /// `calloc`.
@@ -436,12 +442,7 @@ impl Shared {
             count: n as u64,
             size: size as u64,
         };
-        self.run(
-            my_arena(),
-            Some(call),
-            |h| h.calloc(n, size),
-            |&r| record(op, r),
-        )
+        self.alloc_op(call, op, |h| h.calloc(n, size))
     }
 
     /// The memalign family (`align` a power of two).
@@ -450,12 +451,7 @@ impl Shared {
             align: align as u64,
             size: size as u64,
         };
-        self.run(
-            my_arena(),
-            Some(call),
-            |h| h.memalign(align, size),
-            |&r| record(op, r),
-        )
+        self.alloc_op(call, op, |h| h.memalign(align, size))
     }
 
     /// `malloc_name`.
@@ -467,10 +463,7 @@ impl Shared {
             size: size as u64,
             name: kept,
         };
-        let named = |h: &mut ProcessHeap| h.malloc_named(size, name);
-        self.run(my_arena(), Some(Call::MallocName), named, |&r| {
-            record(op, r)
-        })
+        self.alloc_op(Call::MallocName, op, |h| h.malloc_named(size, name))
     }
 
     /// `realloc` of a non-null pointer to a non-zero size (in the arena that
@@ -530,14 +523,7 @@ impl Shared {
         self.with_heaps(|heaps| {
             let (mut t, mut free) = (Counters::default(), 0);
             for h in heaps {
-                let c = h.counters();
-                t.in_use += c.in_use;
-                t.peak_in_use += c.peak_in_use;
-                t.mapped_at_peak_in_use += c.mapped_at_peak_in_use;
-                t.mapped += c.mapped;
-                t.peak_mapped += c.peak_mapped;
-                t.regions_mapped += c.regions_mapped;
-                t.regions_unmapped += c.regions_unmapped;
+                t.add(&h.counters());
                 free += h.free_blocks();
             }
             (t, free)
@@ -679,14 +665,7 @@ fn stats_report(arenas: &[Guard<'_, Arena>], w: &mut FdWriter) -> core::fmt::Res
     let (mut used, mut policy) = (0, Policy::default());
     for g in arenas {
         let Some(h) = g.heap.as_ref() else { continue };
-        let k = h.counters();
-        c.in_use += k.in_use;
-        c.peak_in_use += k.peak_in_use;
-        c.mapped_at_peak_in_use += k.mapped_at_peak_in_use;
-        c.mapped += k.mapped;
-        c.peak_mapped += k.peak_mapped;
-        c.regions_mapped += k.regions_mapped;
-        c.regions_unmapped += k.regions_unmapped;
+        c.add(&h.counters());
         for (t, n) in calls.iter_mut().zip(g.calls) {
             *t += n;
         }

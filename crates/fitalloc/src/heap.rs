@@ -100,6 +100,19 @@ pub struct Counters {
     pub regions_unmapped: u64,
 }
 
+impl Counters {
+    /// Adds another heap's counters (peaks add up: the sum of the peaks).
+    pub fn add(&mut self, o: &Counters) {
+        self.in_use += o.in_use;
+        self.peak_in_use += o.peak_in_use;
+        self.mapped_at_peak_in_use += o.mapped_at_peak_in_use;
+        self.mapped += o.mapped;
+        self.peak_mapped += o.peak_mapped;
+        self.regions_mapped += o.regions_mapped;
+        self.regions_unmapped += o.regions_unmapped;
+    }
+}
+
 /// A block as seen from outside, for printing and tests.
 #[derive(Clone, Copy, Debug)]
 pub struct BlockInfo {
