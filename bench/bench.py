@@ -428,7 +428,7 @@ def derived(rows, results, main, policies):
 
 
 def md_table(header, lines):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
     out += ["| " + " | ".join(l) + " |" for l in lines]
     return out
 
@@ -476,7 +476,8 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
         th_lines.append(cells)
 
     sy_header = ["allocator", "mmap+munmap / iter", "brk+mremap+madvise / iter", "page faults / iter"]
-    sy_lines = [[n, "%.2f" % s["mmap_munmap_per_iter"], "%.2f" % s["other_per_iter"], "%.0f" % s["minflt_per_iter"]]
+    num = lambda v, d: "%.*f" % (d, v) if abs(v) >= 0.5 * 10 ** -d else "0"  # no "-0"
+    sy_lines = [[n, num(s["mmap_munmap_per_iter"], 2), num(s["other_per_iter"], 2), num(s["minflt_per_iter"], 0)]
                 for n, s in sysc.items() if s]
 
     errors = []
@@ -491,7 +492,7 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
     md = ["# fitalloc benchmark results", "", "Command: `%s`  " % meta["command"],
           "Machine: %s, %s CPUs, %s; load average at start %s, at end %s  " % (
               meta["cpu"], meta["ncpu"], meta["kernel"], meta["load_start"], meta["load_end"]),
-          "fitalloc %s; %s; duration %s" % (meta["commit"], meta["date"], meta["duration"]), "", intro, ""]
+          "fitalloc sources at commit %s; %s; duration %s" % (meta["commit"], meta["date"], meta["duration"]), "", intro, ""]
     md += md_table(header, lines)
     md += ["", "## (b) fragmentation scaling: ns per allocation vs number of free blocks n", "",
            "Target: n=1e5 / n=1e2 at most 2 for every policy (a linear scan would be about 1000).", ""]
@@ -659,6 +660,7 @@ def main():
             if not rows:
                 sys.exit("bench: --only %s matches no workload (groups a-f or keys like b-n1e5)" % args.only)
         if args.profile:
+            log("bench: profiling %s under %s (allocator.so sha256 %s)" % (args.profile, args.profile_allocator, snap_sha))
             return profile(rows, args.profile_allocator, main_cfgs, policy_cfgs, args.profile, args.out)
 
         start = time.time()
@@ -677,7 +679,7 @@ def main():
                     sysc[c.name] = count_syscalls(c, [os.path.join(BUILD, "large")], pair, log)
                     if sysc[c.name]:
                         log("e-large syscalls    %s: mmap+munmap %.2f/iter, brk+mremap+madvise %.2f/iter, %.0f page faults/iter" % (
-                            c.name, sysc[c.name]["mmap_munmap_per_iter"], sysc[c.name]["other_per_iter"], sysc[c.name]["minflt_per_iter"]))
+                            c.name, sysc[c.name]["mmap_munmap_per_iter"], sysc[c.name]["other_per_iter"], sysc[c.name]["minflt_per_iter"] + 0.0))
             else:
                 notes.append("strace not installed: (e) syscall counts skipped")
 
@@ -694,7 +696,9 @@ def main():
                     break
         except OSError:
             pass
-        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        # the last commit that changed the allocator's sources (not bench/ or docs)
+        commit = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h", "--", "crates", "Cargo.toml", "Cargo.lock"],
+                                capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", "crates"],
                                capture_output=True, text=True).stdout.strip()
         meta = {"runs": runs, "quick": args.quick,
