@@ -336,8 +336,9 @@ impl Shared {
         }
     }
 
-    /// The arena that owns the block at `p`.
-    fn arena_of(&self, p: usize) -> Result<usize, Misuse> {
+    /// The arena that owns the block at `p`, and what the page map says of
+    /// `p` (passed on, so the heap does not look it up again).
+    fn arena_of(&self, p: usize) -> Result<(usize, u32), Misuse> {
         let id = REGISTRY.lookup(p);
         let base = self.base.load(Acquire);
         if id == crate::registry::RELEASED {
@@ -348,7 +349,7 @@ impl Shared {
         }
         let owner = REGISTRY.desc(id).owner();
         match owner.checked_sub(base) {
-            Some(i) if (i as usize) < ARENAS => Ok(i as usize),
+            Some(i) if (i as usize) < ARENAS => Ok((i as usize, id)),
             _ => Err(Misuse::NotOurs),
         }
     }
@@ -473,11 +474,11 @@ impl Shared {
             ptr: p as u64,
             size: size as u64,
         };
-        let i = self.arena_of(p)?;
+        let (i, id) = self.arena_of(p)?;
         self.run(
             i,
             Some(call),
-            |h| h.realloc(p, size),
+            |h| h.realloc_in(id, p, size),
             |r| record(op, *r.as_ref().ok()?),
         )
     }
@@ -485,19 +486,24 @@ impl Shared {
     /// `free` of a non-null pointer (in the arena that owns the block).
     pub fn free(&self, call: Call, p: usize) -> Result<(), Misuse> {
         let op = Op::Free { ptr: p as u64 };
-        let i = self.arena_of(p)?;
+        let (i, id) = self.arena_of(p)?;
         self.run(
             i,
             Some(call),
-            |h| h.free(p),
+            |h| h.free_in(id, p),
             |r| r.ok().and_then(|_| record(op, None)),
         )
     }
 
     /// `malloc_usable_size` of a non-null pointer.
     pub fn usable_size(&self, p: usize) -> Result<usize, Misuse> {
-        let i = self.arena_of(p)?;
-        self.run(i, Some(Call::UsableSize), |h| h.usable_size(p), |_| None)
+        let (i, id) = self.arena_of(p)?;
+        self.run(
+            i,
+            Some(Call::UsableSize),
+            |h| h.usable_size_in(id, p),
+            |_| None,
+        )
     }
 
     // -----------------------------------------------------------------------

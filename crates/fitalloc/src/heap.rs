@@ -290,7 +290,13 @@ impl<S: PageSource> Heap<S> {
 
     /// Frees the block at `p`.
     pub fn free(&mut self, p: usize) -> Result<(), Misuse> {
-        let b = self.block_of(p)?;
+        self.free_in(self.reg.lookup(p), p)
+    }
+
+    /// `free` when the caller already looked `p` up in the page map
+    /// (`region` = `registry().lookup(p)`, whatever it returned).
+    pub fn free_in(&mut self, region: u32, p: usize) -> Result<(), Misuse> {
+        let b = self.block_in(region, p)?;
         self.counters.in_use -= b.size();
         self.release(b);
         Ok(())
@@ -299,7 +305,17 @@ impl<S: PageSource> Heap<S> {
     /// Resizes the block at `p` (ARCHITECTURE.md §3, "Realloc"). `Ok(None)`
     /// means out of memory, with the block untouched.
     pub fn realloc(&mut self, p: usize, size: usize) -> Result<Option<usize>, Misuse> {
-        let b = self.block_of(p)?;
+        self.realloc_in(self.reg.lookup(p), p, size)
+    }
+
+    /// `realloc` when the caller already looked `p` up (as `free_in`).
+    pub fn realloc_in(
+        &mut self,
+        region: u32,
+        p: usize,
+        size: usize,
+    ) -> Result<Option<usize>, Misuse> {
+        let b = self.block_in(region, p)?;
         let Some(need) = block::need(size, b.is_named()) else {
             return Ok(None);
         };
@@ -338,7 +354,12 @@ impl<S: PageSource> Heap<S> {
 
     /// Usable bytes of the block at `p`.
     pub fn usable_size(&self, p: usize) -> Result<usize, Misuse> {
-        Ok(self.block_of(p)?.usable())
+        self.usable_size_in(self.reg.lookup(p), p)
+    }
+
+    /// `usable_size` when the caller already looked `p` up (as `free_in`).
+    pub fn usable_size_in(&self, region: u32, p: usize) -> Result<usize, Misuse> {
+        Ok(self.block_in(region, p)?.usable())
     }
 
     // ----------------------------------------------------------------------
@@ -668,10 +689,10 @@ impl<S: PageSource> Heap<S> {
         }
     }
 
-    /// Validates a user pointer and returns its used block. Reads no memory
-    /// before the page map has said that `p` lies in one of our regions.
-    fn block_of(&self, p: usize) -> Result<Block, Misuse> {
-        let id = self.reg.lookup(p);
+    /// Validates a user pointer and returns its used block; `id` is what the
+    /// page map says of `p`. Reads no memory before the page map has said
+    /// that `p` lies in one of our regions.
+    fn block_in(&self, id: u32, p: usize) -> Result<Block, Misuse> {
         if id == crate::registry::RELEASED {
             return Err(Misuse::DoubleFree);
         }
