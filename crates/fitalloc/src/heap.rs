@@ -203,7 +203,7 @@ impl<S: PageSource> Heap<S> {
         self.reg
     }
 
-    /// The page source.
+    /// The page source (tests use it to inject mapping failures).
     pub fn source_mut(&mut self) -> &mut S {
         &mut self.source
     }

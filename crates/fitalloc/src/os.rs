@@ -119,12 +119,6 @@ pub fn single_threaded() -> bool {
     unsafe { core::ptr::addr_of!(__libc_single_threaded).read_volatile() != 0 }
 }
 
-/// The calling thread's kernel id.
-pub fn gettid() -> i32 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() }
-}
-
 /// The process id.
 pub fn getpid() -> i32 {
     // SAFETY: getpid has no preconditions.

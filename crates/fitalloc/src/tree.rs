@@ -582,16 +582,6 @@ impl Tree {
         None
     }
 
-    /// The first block (in key order) among the largest (position order).
-    pub fn worst_fit(&mut self) -> Option<Block> {
-        let top = self.max_units();
-        if top == 0 {
-            self.path_for = 0;
-            return None;
-        }
-        self.first_fit(top)
-    }
-
     /// The first block in key order with size at least `units` (size order:
     /// the smallest fitting size, ties to the first position).
     pub fn lower_bound(&mut self, units: u32) -> Option<Block> {
@@ -609,18 +599,6 @@ impl Tree {
         }
         self.path_len = best_len;
         self.found(best)
-    }
-
-    /// Calls `f` on every block in key order.
-    pub fn for_each(&self, f: &mut dyn FnMut(Block)) {
-        fn walk(t: Link, f: &mut dyn FnMut(Block)) {
-            if let Some(n) = t {
-                walk(left(n), f);
-                f(n);
-                walk(right(n), f);
-            }
-        }
-        walk(self.root, f);
     }
 
     /// Verifies every tree invariant; `visit` sees each block (before its
