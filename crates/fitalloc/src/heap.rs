@@ -486,31 +486,32 @@ impl<S: PageSource> Heap<S> {
         let t = unsafe { Block::from_raw(u.addr() + used) };
         let positional = self.index.order() == Order::Position;
 
-        // 1. Take `c` out of the index (its header and node still intact).
+        // 1. The tail's header (at least 32 bytes into `c`, so clear of
+        //    `c`'s header and node, which the index still reads).
+        if tail > 0 {
+            t.write(secret, region, used, tail, FREE);
+        }
+        // 2. Take `c` out of the index, or put the tail in its place.
         if in_tree {
             if !positional {
                 self.index.remove(reg, c);
             } else if gap == 0 && tail > 0 {
-                t.write(secret, region, used, tail, FREE);
                 self.index.replace(reg, c, t);
             } else if gap == 0 {
                 self.index.remove(reg, c);
             }
         }
-        // 2. Headers.
+        // 3. The other headers.
         if gap > 0 {
             c.set_size(secret, gap);
         }
         let u_prev = if gap > 0 { gap } else { c_prev };
         u.write(secret, region, u_prev, used, 0);
-        if tail > 0 {
-            t.write(secret, region, used, tail, FREE);
-        }
         let last = if tail > 0 { t } else { u };
         if last.end() < end {
             last.next().set_prev_size(secret, last.size());
         }
-        // 3. Put the free pieces (back) in the index.
+        // 4. Put the free pieces (back) in the index.
         if gap > 0 {
             if in_tree && positional {
                 self.index.resized(reg, c);
@@ -534,9 +535,17 @@ impl<S: PageSource> Heap<S> {
     fn release(&mut self, b: Block) {
         let (secret, reg) = (self.secret, self.reg);
         let d = reg.desc(b.region());
-        b.set_flags(secret, FREE);
         let prev = b.prev().filter(|a| a.is_free());
         let next = self.next_in_region(b).filter(|c| c.is_free());
+        // `b` is marked FREE in one header write (with its merged size when
+        // it absorbs `next`). A header absorbed into `prev` keeps that mark,
+        // which is what catches a second free of it.
+        let own = b.size()
+            + match (prev, next) {
+                (None, Some(c)) => c.size(),
+                _ => 0,
+            };
+        b.write(secret, b.region(), b.prev_size(), own, FREE);
         let positional = self.index.order() == Order::Position;
         let merged = match (prev, next) {
             (None, None) => {
@@ -552,7 +561,6 @@ impl<S: PageSource> Heap<S> {
                 a
             }
             (None, Some(c)) => {
-                b.set_size(secret, b.size() + c.size());
                 if positional {
                     self.index.replace(reg, c, b);
                 } else {
