@@ -12,7 +12,10 @@
 //!
 //! Sizes are kept in 16-byte *units*. `prev_units == 0` marks the first block
 //! of a region. The `check` field is 24 bits of a keyed hash over the block's
-//! address and the other header fields; `seal` writes it, `is_sealed` tests it.
+//! address, region, size and flags; `write` computes it, `is_sealed` tests
+//! it. `prev_units` is left out of the hash so that a neighbour's split or
+//! merge updates it with one store; it is never trusted on its own: every
+//! step backwards checks that the previous block ends where this one starts.
 
 /// Alignment of every payload and every block.
 pub const ALIGN: usize = 16;
@@ -22,8 +25,9 @@ pub const HEADER: usize = 16;
 pub const MIN_BLOCK: usize = 32;
 /// Bytes at the end of a named block that hold its name (31 bytes + NUL).
 pub const NAME_AREA: usize = 32;
-/// The largest block size, in units (fits the 32-bit size fields).
-pub const MAX_UNITS: usize = u32::MAX as usize;
+/// The largest block size, in units (32 GiB: fits the 32-bit size fields
+/// and the signed comparisons of the max tree).
+pub const MAX_UNITS: usize = i32::MAX as usize;
 
 /// The block is free.
 pub const FREE: u32 = 1;
@@ -189,10 +193,15 @@ impl Block {
         self.write(secret, self.region(), self.prev_size(), size, self.flags());
     }
 
-    /// Changes the recorded size of the previous block.
+    /// Changes the recorded size of the previous block. `prev_units` is not
+    /// covered by the check (so this is one store): it is verified against
+    /// the previous block itself wherever it is followed.
     #[inline]
-    pub fn set_prev_size(self, secret: u64, prev_size: usize) {
-        self.write(secret, self.region(), prev_size, self.size(), self.flags());
+    pub fn set_prev_size(self, prev_size: usize) {
+        debug_assert!(prev_size.is_multiple_of(ALIGN) && prev_size / ALIGN <= MAX_UNITS);
+        // SAFETY: by the type invariant the header is mapped, aligned and
+        // ours alone; `prev_units` is its first field.
+        unsafe { (*self.0).prev_units = (prev_size / ALIGN) as u32 };
     }
 
     /// Changes the flags, keeping the other fields.
@@ -207,16 +216,38 @@ impl Block {
         let h = self.header();
         h.tag >> 8 == check(self.addr(), secret, &h)
     }
+
+    /// The size in units of a block that the free index records as free.
+    /// The header must pass its check and say FREE; otherwise a program
+    /// wrote over it, which is reported (`corrupted free block`) and ends
+    /// the process: nothing read from such a header is ever used.
+    #[inline]
+    pub fn indexed_units(self, secret: u64) -> u32 {
+        let h = self.header();
+        if h.tag & FREE == 0 || h.tag >> 8 != check(self.addr(), secret, &h) {
+            corrupted_free_block(self.addr());
+        }
+        h.size_units
+    }
 }
 
-/// 24 bits of a keyed hash of a header's address and fields (not its check).
+/// Reports a free block whose header was overwritten and aborts.
+#[cold]
+#[inline(never)]
+pub fn corrupted_free_block(addr: usize) -> ! {
+    crate::eprint_raw!("fitalloc: corrupted free block at {addr:#x}\n");
+    crate::os::abort()
+}
+
+/// 24 bits of a keyed hash of a header's address, region, size and flags
+/// (not its check, not `prev_units`): one 64 x 64 -> 128-bit multiply of
+/// the two key-masked words, folded (the "mum" step of wyhash).
+#[inline]
 fn check(addr: usize, secret: u64, h: &Header) -> u32 {
-    let fields = (h.prev_units as u64) << 32 | h.region as u64;
-    let more = (h.size_units as u64) << 32 | (h.tag & FLAG_MASK) as u64;
-    let mut x = (addr as u64) ^ secret;
-    x = (x ^ fields).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ more ^ (x >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    (x >> 40) as u32
+    let fields = (h.size_units as u64) << 32 | h.region as u64;
+    let place = (addr as u64) << 4 | (h.tag & FLAG_MASK) as u64;
+    let p = ((fields ^ secret) as u128) * ((place ^ secret.rotate_left(32)) as u128);
+    (((p as u64) ^ (p >> 64) as u64) >> 40) as u32
 }
 
 /// Rounds `n` up to a multiple of `a` (a power of two); `None` on overflow.

@@ -5,59 +5,15 @@
 //!
 //! The heap does no locking: the caller wraps it (see `global`). Splitting is
 //! done in one place (`take`), merging in one place (`release`); the policy
-//! only decides which free block `choose` returns.
+//! only decides which free block `choose` returns. Block headers are always
+//! written before the free index hears of a change, because the index reads
+//! the headers of the free blocks it keeps.
 
 use crate::block::{self, Block, ALIGN, FREE, HEADER, MAX_UNITS, MIN_BLOCK, NAMED, NAME_AREA};
-use crate::index::FreeIndex;
+use crate::index::{FreeIndex, Rover};
 use crate::os::PageSource;
+pub use crate::policy::Policy;
 use crate::registry::{RegionDesc, Registry};
-use crate::tree::{Order, Position};
-
-/// Where a new allocation goes (ARCHITECTURE.md §3, "Choose").
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub enum Policy {
-    /// The first free block in list order that fits.
-    #[default]
-    FirstFit,
-    /// The first block that fits at or after the previous choice, wrapping once.
-    NextFit,
-    /// The smallest block that fits; ties to the first in list order.
-    BestFit,
-    /// The largest block; ties to the first in list order.
-    WorstFit,
-}
-
-impl Policy {
-    /// All four, in the order the docs list them.
-    pub const ALL: [Policy; 4] = [
-        Policy::FirstFit,
-        Policy::NextFit,
-        Policy::BestFit,
-        Policy::WorstFit,
-    ];
-
-    /// The name used by `ALLOCATOR_ALGORITHM`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Policy::FirstFit => "first_fit",
-            Policy::NextFit => "next_fit",
-            Policy::BestFit => "best_fit",
-            Policy::WorstFit => "worst_fit",
-        }
-    }
-
-    /// Parses an `ALLOCATOR_ALGORITHM` value.
-    pub fn from_name(s: &[u8]) -> Option<Policy> {
-        Policy::ALL.into_iter().find(|p| p.name().as_bytes() == s)
-    }
-
-    fn order(self) -> Order {
-        match self {
-            Policy::BestFit => Order::Size,
-            _ => Order::Position,
-        }
-    }
-}
 
 /// A misuse of the heap found by `free`, `realloc` or `usable_size`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -126,7 +82,9 @@ pub struct BlockInfo {
 }
 
 impl BlockInfo {
-    /// The block's name (empty if it has none).
+    /// The block's name (empty if it has none). A free block keeps the name
+    /// it had; as its memory is the program's to misuse, what is shown is
+    /// whatever the name area holds, cut at the first NUL.
     pub fn name(&self) -> &[u8] {
         match self.name {
             None => &[],
@@ -151,20 +109,24 @@ pub struct Heap<S: PageSource> {
     index: FreeIndex,
     head: u32,
     tail: u32,
-    rover: Position,
+    rover: Rover,
     scribble: bool,
     counters: Counters,
 }
 
-// SAFETY: a heap owns its regions outright; the raw pointers inside it (the
-// free tree's root) point only into that memory, which moves with the heap.
+// SAFETY: a heap owns its regions and its index's mappings outright; moving
+// the heap to another thread moves that ownership.
 unsafe impl<S: PageSource + Send> Send for Heap<S> {}
 
-/// The result of an allocation inside the heap: the block and whether its
-/// payload is known to be zero.
+/// The block a choice landed on, before it is split.
 #[derive(Clone, Copy)]
-struct Taken {
+struct Chosen {
     block: Block,
+    /// Its size in bytes.
+    size: usize,
+    /// Whether it is in the free index (a new region's block is not).
+    indexed: bool,
+    /// Whether its memory is known to be zero.
     zeroed: bool,
 }
 
@@ -173,16 +135,17 @@ impl<S: PageSource> Heap<S> {
     /// descriptors; heaps sharing a registry need distinct ids.
     pub fn new(source: S, reg: &'static Registry, id: u32, policy: Policy) -> Heap<S> {
         assert!(id != 0, "heap id 0 is reserved");
+        let secret = reg.secret();
         Heap {
             source,
             reg,
             id,
-            secret: reg.secret(),
+            secret,
             policy,
-            index: FreeIndex::new(policy.order()),
+            index: FreeIndex::new(policy.order(), secret),
             head: 0,
             tail: 0,
-            rover: (0, 0),
+            rover: Rover::Start,
             scribble: false,
             counters: Counters::default(),
         }
@@ -209,19 +172,32 @@ impl<S: PageSource> Heap<S> {
     }
 
     /// Changes the policy; switching between best fit and the others
-    /// rebuilds the free index once (O(n log n)).
+    /// builds the other order's index once (O(n log n)). If the memory for
+    /// it cannot be mapped, the policy stays as it was.
     pub fn set_policy(&mut self, policy: Policy) {
         let order = policy.order();
-        self.policy = policy;
-        if order == self.index.order() {
-            return;
+        if order != self.index.order() {
+            match self.rebuilt_index(policy) {
+                Some(index) => self.index = index,
+                None => return,
+            }
         }
+        self.policy = policy;
+    }
+
+    fn rebuilt_index(&self, policy: Policy) -> Option<FreeIndex> {
         let reg = self.reg;
-        let mut regions = region_ids(reg, self.head);
-        let mut free = region_ids(reg, self.head)
-            .flat_map(move |id| region_blocks(reg.desc(id)))
-            .filter(|b| b.is_free());
-        self.index.rebuild(reg, order, &mut regions, &mut free);
+        let bytes = self.regions().map(|d| d.size()).sum();
+        let mut index = FreeIndex::for_rebuild(policy.order(), self.secret, bytes)?;
+        for (n, d) in self.regions().enumerate() {
+            index.add_region(reg, d, &mut region_ids(reg, self.head).take(n))?;
+        }
+        for d in self.regions() {
+            for b in region_blocks(d).filter(|b| b.is_free()) {
+                index.insert_fallible(d, b.addr(), b.units())?;
+            }
+        }
+        Some(index)
     }
 
     /// Whether new allocations are filled with 0xAA.
@@ -233,19 +209,20 @@ impl<S: PageSource> Heap<S> {
     // The public operations.
 
     /// Allocates `size` bytes; `None` when out of memory.
+    #[inline]
     pub fn malloc(&mut self, size: usize) -> Option<usize> {
         let need = block::need(size, false)?;
-        let t = self.alloc_block(need)?;
-        self.scribble_from(t.block, 0);
-        Some(t.block.payload())
+        let c = self.choose_or_map(need)?;
+        let b = self.take(c, 0, need, 0);
+        self.scribble_from(b, 0);
+        Some(b.payload())
     }
 
     /// Allocates `size` bytes and records `name` (first 31 bytes).
     pub fn malloc_named(&mut self, size: usize, name: &[u8]) -> Option<usize> {
         let need = block::need(size, true)?;
-        let t = self.alloc_block(need)?;
-        let b = t.block;
-        b.set_flags(self.secret, NAMED);
+        let c = self.choose_or_map(need)?;
+        let b = self.take(c, 0, need, NAMED);
         let mut area = [0u8; NAME_AREA];
         let n = name.len().min(NAME_AREA - 1);
         area[..n].copy_from_slice(&name[..n]);
@@ -257,12 +234,13 @@ impl<S: PageSource> Heap<S> {
     /// Allocates `n * size` zeroed bytes; `None` on overflow or out of memory.
     pub fn calloc(&mut self, n: usize, size: usize) -> Option<usize> {
         let need = block::need(n.checked_mul(size)?, false)?;
-        let t = self.alloc_block(need)?;
-        if !t.zeroed {
+        let c = self.choose_or_map(need)?;
+        let b = self.take(c, 0, need, 0);
+        if !c.zeroed {
             // SAFETY: the usable bytes of a block we just allocated are ours.
-            unsafe { core::ptr::write_bytes(t.block.payload() as *mut u8, 0, t.block.usable()) };
+            unsafe { core::ptr::write_bytes(b.payload() as *mut u8, 0, b.usable()) };
         }
-        Some(t.block.payload())
+        Some(b.payload())
     }
 
     /// Allocates `size` bytes at a multiple of `align` (a power of two).
@@ -276,14 +254,14 @@ impl<S: PageSource> Heap<S> {
         if padded / ALIGN > MAX_UNITS {
             return None;
         }
-        let (c, in_tree, zeroed) = self.choose_or_map(padded)?;
-        let q = block::round_up(c.addr() + HEADER, align)?;
-        let mut gap = q - HEADER - c.addr();
+        let c = self.choose_or_map(padded)?;
+        let at = c.block.addr();
+        let q = block::round_up(at + HEADER, align)?;
+        let mut gap = q - HEADER - at;
         if gap > 0 && gap < MIN_BLOCK {
             gap += align;
         }
-        let b = self.take(c, gap, need, in_tree);
-        let _ = zeroed;
+        let b = self.take(c, gap, need, 0);
         self.scribble_from(b, 0);
         Some(b.payload())
     }
@@ -295,10 +273,11 @@ impl<S: PageSource> Heap<S> {
 
     /// `free` when the caller already looked `p` up in the page map
     /// (`region` = `registry().lookup(p)`, whatever it returned).
+    #[inline]
     pub fn free_in(&mut self, region: u32, p: usize) -> Result<(), Misuse> {
         let b = self.block_in(region, p)?;
         self.counters.in_use -= b.size();
-        self.release(b);
+        self.release(b, self.reg.desc(region));
         Ok(())
     }
 
@@ -316,39 +295,40 @@ impl<S: PageSource> Heap<S> {
         size: usize,
     ) -> Result<Option<usize>, Misuse> {
         let b = self.block_in(region, p)?;
+        let d = self.reg.desc(region);
         let Some(need) = block::need(size, b.is_named()) else {
             return Ok(None);
         };
         let (s, old_usable) = (b.size(), b.usable());
         if need <= s {
             if s - need >= MIN_BLOCK {
-                self.shrink(b, need);
+                self.shrink(b, d, need);
             }
             return Ok(Some(p));
         }
-        if let Some(n) = self.next_in_region(b).filter(|n| n.is_free()) {
+        if let Some(n) = next_in(d, b).filter(|n| n.is_free()) {
             if s + n.size() >= need {
-                self.absorb(b, n, need);
+                self.absorb(b, d, n, need);
                 self.scribble_from(b, old_usable);
                 return Ok(Some(p));
             }
         }
-        let Some(t) = self.alloc_block(need) else {
+        let Some(c) = self.choose_or_map(need) else {
             return Ok(None);
         };
-        let nb = t.block;
+        let flags = b.flags() & NAMED;
+        let nb = self.take(c, 0, need, flags);
         // SAFETY: both payloads are ours, distinct blocks, and at least
         // `old_usable` bytes long (need > s so the new block is larger).
         unsafe {
             core::ptr::copy_nonoverlapping(p as *const u8, nb.payload() as *mut u8, old_usable)
         };
-        if b.is_named() {
-            nb.set_flags(self.secret, NAMED);
+        if flags != 0 {
             write_name(nb, &read_name(b));
         }
         self.scribble_from(nb, old_usable);
         self.counters.in_use -= b.size();
-        self.release(b);
+        self.release(b, d);
         Ok(Some(nb.payload()))
     }
 
@@ -368,28 +348,16 @@ impl<S: PageSource> Heap<S> {
     /// The heap's regions in list order.
     pub fn regions(&self) -> impl Iterator<Item = &'static RegionDesc> + '_ {
         let reg = self.reg;
-        let mut id = self.head;
-        core::iter::from_fn(move || {
-            (id != 0).then(|| {
-                let d = reg.desc(id);
-                id = d.next();
-                d
-            })
-        })
+        region_ids(reg, self.head).map(move |id| reg.desc(id))
     }
 
     /// The blocks of one region of this heap, by address.
     pub fn blocks<'a>(&'a self, d: &'a RegionDesc) -> impl Iterator<Item = BlockInfo> + 'a {
-        let mut at = Some(self.first_block(d));
-        core::iter::from_fn(move || {
-            let b = at?;
-            at = (b.end() < d.end()).then(|| b.next());
-            Some(BlockInfo {
-                addr: b.addr(),
-                size: b.size(),
-                free: b.is_free(),
-                name: b.is_named().then_some(b),
-            })
+        region_blocks(d).map(|b| BlockInfo {
+            addr: b.addr(),
+            size: b.size(),
+            free: b.is_free(),
+            name: b.is_named().then_some(b),
         })
     }
 
@@ -401,40 +369,48 @@ impl<S: PageSource> Heap<S> {
     // ----------------------------------------------------------------------
     // Allocation internals.
 
-    fn alloc_block(&mut self, need: usize) -> Option<Taken> {
-        let (c, in_tree, zeroed) = self.choose_or_map(need)?;
-        let b = self.take(c, 0, need, in_tree);
-        Some(Taken { block: b, zeroed })
-    }
-
     /// The policy's block for `need` bytes, or the block of a new region.
-    /// Returns the block, whether it is in the free index, and whether its
-    /// memory is fresh zeroes. Moves the next-fit rover.
-    fn choose_or_map(&mut self, need: usize) -> Option<(Block, bool, bool)> {
-        let found = self.choose(need);
-        let (c, in_tree, zeroed) = match found {
-            Some(c) => (c, true, false),
-            None => {
-                let (c, zeroed) = self.map_region(need)?;
-                (c, false, zeroed)
-            }
-        };
-        self.rover = self.position(c);
-        Some((c, in_tree, zeroed))
-    }
-
-    fn choose(&mut self, need: usize) -> Option<Block> {
+    /// Moves the next-fit rover to it.
+    #[inline]
+    fn choose_or_map(&mut self, need: usize) -> Option<Chosen> {
+        self.index.reserve()?;
         let units = (need / ALIGN) as u32;
-        self.index.choose(self.reg, self.policy, units, self.rover)
+        let rover = match self.rover {
+            Rover::At { region, addr } => Some((self.reg.desc(region), addr)),
+            _ => None,
+        };
+        let chosen = match self.index.choose(self.policy, units, rover) {
+            Some(addr) => self.indexed_block(addr, units),
+            None => self.map_region(need)?,
+        };
+        self.rover = Rover::At {
+            region: chosen.block.region(),
+            addr: chosen.block.addr(),
+        };
+        Some(chosen)
     }
 
-    fn position(&self, b: Block) -> Position {
-        (self.reg.desc(b.region()).seq(), b.addr())
+    /// The free block the index chose, after checking its header: it must
+    /// pass its check, be free and fit, or the process ends.
+    #[inline]
+    fn indexed_block(&self, addr: usize, units: u32) -> Chosen {
+        // SAFETY: the index holds only free blocks of this heap's live regions.
+        let block = unsafe { Block::from_raw(addr) };
+        let have = block.indexed_units(self.secret);
+        if have < units || block.end() > self.reg.desc(block.region()).end() {
+            block::corrupted_free_block(addr);
+        }
+        Chosen {
+            block,
+            size: have as usize * ALIGN,
+            indexed: true,
+            zeroed: false,
+        }
     }
 
     /// Maps a region for a block of `need` bytes and returns its one free
-    /// block (not in the free index) and whether the memory is zero.
-    fn map_region(&mut self, need: usize) -> Option<(Block, bool)> {
+    /// block (not in the free index).
+    fn map_region(&mut self, need: usize) -> Option<Chosen> {
         let size = block::round_up(need, self.source.page_size())?;
         if size / ALIGN > MAX_UNITS {
             return None;
@@ -445,82 +421,85 @@ impl<S: PageSource> Heap<S> {
             unsafe { self.source.unmap(start, size) };
             return None;
         };
-        if self.index.add_region(self.reg, id).is_none() {
+        let d = self.reg.desc(id);
+        let mut regions = region_ids(self.reg, self.head);
+        if self.index.add_region(self.reg, d, &mut regions).is_none() {
             self.reg.remove_region(id);
             // SAFETY: as above.
             unsafe { self.source.unmap(start, size) };
             return None;
         }
-        let d = self.reg.desc(id);
         d.set_prev(self.tail);
-        if self.tail == 0 {
-            self.head = id;
-        } else {
-            self.reg.desc(self.tail).set_next(id);
+        match self.tail {
+            0 => self.head = id,
+            t => self.reg.desc(t).set_next(id),
         }
         self.tail = id;
-        self.counters.mapped += size;
-        self.counters.peak_mapped = self.counters.peak_mapped.max(self.counters.mapped);
-        self.counters.regions_mapped += 1;
-        let b = self.first_block(d);
-        b.write(self.secret, id, 0, size, FREE);
-        Some((b, zeroed))
+        let c = &mut self.counters;
+        c.mapped += size;
+        c.peak_mapped = c.peak_mapped.max(c.mapped);
+        c.regions_mapped += 1;
+        let block = first_block(d);
+        block.write(self.secret, id, 0, size, FREE);
+        Some(Chosen {
+            block,
+            size,
+            indexed: false,
+            zeroed,
+        })
     }
 
-    /// Allocates `need` bytes at offset `gap` inside free block `c`: the gap
-    /// (if any) stays a free block, a tail of at least MIN_BLOCK becomes a
-    /// free block, a smaller tail goes to the allocation.
-    fn take(&mut self, c: Block, gap: usize, need: usize, in_tree: bool) -> Block {
-        let (secret, reg) = (self.secret, self.reg);
-        let (s, region, c_prev) = (c.size(), c.region(), c.prev_size());
-        let end = reg.desc(region).end();
+    /// Allocates `need` bytes at offset `gap` inside the chosen block: the
+    /// gap (if any) stays a free block, a tail of at least MIN_BLOCK becomes
+    /// a free block, a smaller tail goes to the allocation. The allocation's
+    /// flags are `flags` (0 or NAMED); the free pieces have no name.
+    #[inline]
+    fn take(&mut self, c: Chosen, gap: usize, need: usize, flags: u32) -> Block {
+        let (secret, s, at) = (self.secret, c.size, c.block);
+        let (region, at_prev) = (at.region(), at.prev_size());
+        let d = self.reg.desc(region);
         let rest = s - gap - need;
         let (used, tail) = if rest >= MIN_BLOCK {
             (need, rest)
         } else {
             (need + rest, 0)
         };
-        // SAFETY: both addresses are 16-aligned and inside `c`'s region.
-        let u = unsafe { Block::from_raw(c.addr() + gap) };
+        // SAFETY: both addresses are 16-aligned and inside the chosen block.
+        let u = unsafe { Block::from_raw(at.addr() + gap) };
         // SAFETY: as above; only used when `tail > 0`.
         let t = unsafe { Block::from_raw(u.addr() + used) };
-        let positional = self.index.order() == Order::Position;
-
-        // 1. The tail's header (at least 32 bytes into `c`, so clear of
-        //    `c`'s header and node, which the index still reads).
+        if gap > 0 {
+            at.write(secret, region, at_prev, gap, FREE);
+        }
+        u.write(
+            secret,
+            region,
+            if gap > 0 { gap } else { at_prev },
+            used,
+            flags,
+        );
         if tail > 0 {
             t.write(secret, region, used, tail, FREE);
         }
-        // 2. Take `c` out of the index, or put the tail in its place.
-        if in_tree {
-            if !positional {
-                self.index.remove(reg, c);
-            } else if gap == 0 && tail > 0 {
-                self.index.replace(reg, c, t);
-            } else if gap == 0 {
-                self.index.remove(reg, c);
+        if gap + tail > 0 {
+            let last = if tail > 0 { t } else { u };
+            if last.end() < d.end() {
+                last.next().set_prev_size(last.size());
             }
         }
-        // 3. The other headers.
-        if gap > 0 {
-            c.set_size(secret, gap);
-        }
-        let u_prev = if gap > 0 { gap } else { c_prev };
-        u.write(secret, region, u_prev, used, 0);
-        let last = if tail > 0 { t } else { u };
-        if last.end() < end {
-            last.next().set_prev_size(secret, last.size());
-        }
-        // 4. Put the free pieces (back) in the index.
-        if gap > 0 {
-            if in_tree && positional {
-                self.index.resized(reg, c);
-            } else {
-                self.index.insert(reg, c);
+        let units = |bytes: usize| (bytes / ALIGN) as u32;
+        let ix = &mut self.index;
+        if c.indexed {
+            match (gap > 0, tail > 0) {
+                (false, false) => ix.remove(d, at.addr(), units(s)),
+                (false, true) => ix.replace(d, at.addr(), units(s), t.addr(), units(tail)),
+                (true, _) => ix.resize(d, at.addr(), units(s), units(gap)),
             }
+        } else if gap > 0 {
+            ix.insert(d, at.addr(), units(gap));
         }
-        if tail > 0 && (gap > 0 || !positional || !in_tree) {
-            self.index.insert(reg, t);
+        if tail > 0 && (gap > 0 || !c.indexed) {
+            ix.insert(d, t.addr(), units(tail));
         }
         self.counters.in_use += used;
         self.note_peak();
@@ -530,77 +509,74 @@ impl<S: PageSource> Heap<S> {
     // ----------------------------------------------------------------------
     // Freeing internals.
 
-    /// Marks `b` free, merges it with free neighbours, and unmaps its region
-    /// if the region became one free block. `in_use` is the caller's job.
-    fn release(&mut self, b: Block) {
-        let (secret, reg) = (self.secret, self.reg);
-        let d = reg.desc(b.region());
+    /// Marks used block `b` of region `d` free, merges it with free
+    /// neighbours, and unmaps the region if it became one free block.
+    /// `in_use` is the caller's job. The merged block keeps the name of its
+    /// lowest block (SPEC §5).
+    fn release(&mut self, b: Block, d: &RegionDesc) {
+        let secret = self.secret;
         let prev = b.prev().filter(|a| a.is_free());
-        let next = self.next_in_region(b).filter(|c| c.is_free());
+        let next = next_in(d, b).filter(|c| c.is_free());
+        let start = prev.map_or(b.addr(), |a| a.addr());
+        let end = next.map_or(b.end(), |c| c.end());
+        if start == d.start() && end == d.end() {
+            for f in prev.into_iter().chain(next) {
+                self.index.remove(d, f.addr(), f.units());
+            }
+            self.unmap_region(b.region(), d);
+            return;
+        }
+        let low = prev.unwrap_or(b);
+        let name = (low.is_named() && low.end() != end).then(|| read_name(low));
         // `b` is marked FREE in one header write (with its merged size when
         // it absorbs `next`). A header absorbed into `prev` keeps that mark,
         // which is what catches a second free of it.
-        let own = b.size()
-            + match (prev, next) {
-                (None, Some(c)) => c.size(),
-                _ => 0,
-            };
-        b.write(secret, b.region(), b.prev_size(), own, FREE);
-        let positional = self.index.order() == Order::Position;
-        let merged = match (prev, next) {
-            (None, None) => {
-                self.index.insert(reg, b);
-                b
-            }
-            (Some(a), None) => {
-                if !positional {
-                    self.index.remove(reg, a);
-                }
-                a.set_size(secret, a.size() + b.size());
-                self.reinsert(a, positional);
-                a
-            }
-            (None, Some(c)) => {
-                if positional {
-                    self.index.replace(reg, c, b);
-                } else {
-                    self.index.remove(reg, c);
-                    self.index.insert(reg, b);
-                }
-                b
-            }
-            (Some(a), Some(c)) => {
-                self.index.remove(reg, c);
-                if !positional {
-                    self.index.remove(reg, a);
-                }
-                a.set_size(secret, a.size() + b.size() + c.size());
-                self.reinsert(a, positional);
-                a
-            }
+        let own = match (prev, next) {
+            (None, Some(c)) => b.size() + c.size(),
+            _ => b.size(),
         };
-        if merged.end() < d.end() {
-            merged.next().set_prev_size(secret, merged.size());
+        b.write(
+            secret,
+            b.region(),
+            b.prev_size(),
+            own,
+            FREE | (b.flags() & NAMED),
+        );
+        let units = |bytes: usize| (bytes / ALIGN) as u32;
+        let merged = units(end - start);
+        match (prev, next) {
+            (None, None) => self.index.insert(d, b.addr(), units(own)),
+            (None, Some(c)) => self.index.replace(d, c.addr(), c.units(), b.addr(), merged),
+            (Some(a), c) => {
+                let old = a.units();
+                a.set_size(secret, end - start);
+                if let Some(c) = c {
+                    self.index.remove(d, c.addr(), c.units());
+                }
+                self.index.resize(d, a.addr(), old, merged);
+            }
         }
-        if merged.prev_size() == 0 && merged.size() == d.size() {
-            self.index.remove(reg, merged);
-            self.unmap_region(merged.region());
+        if end < d.end() {
+            // SAFETY: `end` is a block boundary inside region `d`.
+            unsafe { Block::from_raw(end) }.set_prev_size(end - start);
+        }
+        if let Some(name) = name {
+            // SAFETY: `low` now spans `start..end`, a block of this region.
+            write_name(unsafe { Block::from_raw(start) }, &name);
         }
     }
 
-    /// After a free block grew in place: fix the maxima (position order) or
-    /// insert it again (size order, where it was removed first).
-    fn reinsert(&mut self, a: Block, positional: bool) {
-        if positional {
-            self.index.resized(self.reg, a);
-        } else {
-            self.index.insert(self.reg, a);
-        }
-    }
-
-    fn unmap_region(&mut self, id: u32) {
-        let d = self.reg.desc(id);
+    fn unmap_region(&mut self, id: u32, d: &RegionDesc) {
         let (start, size, prev, next) = (d.start(), d.size(), d.prev(), d.next());
+        if matches!(self.rover, Rover::At { region, .. } if region == id) {
+            self.rover = match next {
+                0 => Rover::End,
+                n => Rover::At {
+                    region: n,
+                    addr: self.reg.desc(n).start(),
+                },
+            };
+        }
         match prev {
             0 => self.head = next,
             p => self.reg.desc(p).set_next(next),
@@ -609,7 +585,7 @@ impl<S: PageSource> Heap<S> {
             0 => self.tail = prev,
             n => self.reg.desc(n).set_prev(prev),
         }
-        self.index.drop_region(self.reg, id);
+        self.index.drop_region(d);
         self.reg.remove_region(id);
         self.counters.mapped -= size;
         self.counters.regions_unmapped += 1;
@@ -622,44 +598,46 @@ impl<S: PageSource> Heap<S> {
     // Realloc internals.
 
     /// Shrinks used block `b` to `need` bytes; the tail is freed.
-    fn shrink(&mut self, b: Block, need: usize) {
+    fn shrink(&mut self, b: Block, d: &RegionDesc, need: usize) {
         let name = b.is_named().then(|| read_name(b));
         let (s, secret) = (b.size(), self.secret);
         b.set_size(secret, need);
         // SAFETY: `b + need` is 16-aligned and inside `b`, so inside its region.
         let t = unsafe { Block::from_raw(b.addr() + need) };
         t.write(secret, b.region(), need, s - need, 0);
-        if let Some(next) = self.next_in_region(t) {
-            next.set_prev_size(secret, t.size());
+        if let Some(next) = next_in(d, t) {
+            next.set_prev_size(t.size());
         }
         if let Some(name) = name {
             write_name(b, &name);
         }
         self.counters.in_use -= t.size();
-        self.release(t);
+        self.release(t, d);
     }
 
     /// Grows used block `b` into its free next neighbour `n` to `need` bytes.
-    fn absorb(&mut self, b: Block, n: Block, need: usize) {
+    fn absorb(&mut self, b: Block, d: &RegionDesc, n: Block, need: usize) {
         let name = b.is_named().then(|| read_name(b));
-        let (secret, reg) = (self.secret, self.reg);
-        let (old, total) = (b.size(), b.size() + n.size());
-        self.index.remove(reg, n);
+        let secret = self.secret;
+        let (old, total, n_units) = (b.size(), b.size() + n.size(), n.units());
         let rest = total - need;
         if rest >= MIN_BLOCK {
             b.set_size(secret, need);
             // SAFETY: `b + need` is 16-aligned and inside the old `n`.
             let t = unsafe { Block::from_raw(b.addr() + need) };
             t.write(secret, b.region(), need, rest, FREE);
-            if let Some(next) = self.next_in_region(t) {
-                next.set_prev_size(secret, rest);
+            if let Some(next) = next_in(d, t) {
+                next.set_prev_size(rest);
             }
-            self.index.insert(reg, t);
+            let rest_units = (rest / ALIGN) as u32;
+            self.index
+                .replace(d, n.addr(), n_units, t.addr(), rest_units);
         } else {
             b.set_size(secret, total);
-            if let Some(next) = self.next_in_region(b) {
-                next.set_prev_size(secret, total);
+            if let Some(next) = next_in(d, b) {
+                next.set_prev_size(total);
             }
+            self.index.remove(d, n.addr(), n_units);
         }
         if let Some(name) = name {
             write_name(b, &name);
@@ -671,6 +649,7 @@ impl<S: PageSource> Heap<S> {
     // ----------------------------------------------------------------------
     // Helpers.
 
+    #[inline]
     fn note_peak(&mut self) {
         let c = &mut self.counters;
         if c.in_use > c.peak_in_use {
@@ -679,15 +658,8 @@ impl<S: PageSource> Heap<S> {
         }
     }
 
-    fn first_block(&self, d: &RegionDesc) -> Block {
-        first_block(d)
-    }
-
-    fn next_in_region(&self, b: Block) -> Option<Block> {
-        (b.end() < self.reg.desc(b.region()).end()).then(|| b.next())
-    }
-
     /// Fills the usable bytes of `b` from offset `from` with 0xAA if on.
+    #[inline]
     fn scribble_from(&self, b: Block, from: usize) {
         if self.scribble && b.usable() > from {
             // SAFETY: the usable bytes of an allocated block are ours.
@@ -700,6 +672,7 @@ impl<S: PageSource> Heap<S> {
     /// Validates a user pointer and returns its used block; `id` is what the
     /// page map says of `p`. Reads no memory before the page map has said
     /// that `p` lies in one of our regions.
+    #[inline]
     fn block_in(&self, id: u32, p: usize) -> Result<Block, Misuse> {
         if id == crate::registry::RELEASED {
             return Err(Misuse::DoubleFree);
@@ -729,9 +702,7 @@ impl<S: PageSource> Heap<S> {
         let prev_ok = b
             .prev()
             .is_none_or(|a| a.size() == b.prev_size() && sealed(a));
-        let next_ok = self
-            .next_in_region(b)
-            .is_none_or(|n| n.prev_size() == b.size() && sealed(n));
+        let next_ok = next_in(d, b).is_none_or(|n| n.prev_size() == b.size() && sealed(n));
         if !prev_ok || !next_ok {
             return Err(Misuse::Corrupted);
         }
@@ -744,7 +715,7 @@ impl<S: PageSource> Heap<S> {
     /// broken header met on the way means corruption either way.
     #[cold]
     fn why_not_a_block(&self, d: &RegionDesc, addr: usize) -> Misuse {
-        let mut b = self.first_block(d);
+        let mut b = first_block(d);
         loop {
             if b.addr() == addr {
                 return Misuse::Corrupted;
@@ -805,12 +776,24 @@ impl<S: PageSource> Heap<S> {
         if in_use != self.counters.in_use || mapped != self.counters.mapped {
             return Err(("byte counters disagree with the heap", 0));
         }
+        if let Rover::At { region, addr } = self.rover {
+            let d = reg.desc(region);
+            if d.owner() != self.id || addr < d.start() || addr >= d.end() {
+                return Err(("the next-fit rover is outside every region", addr));
+            }
+        }
         let secret = self.secret;
-        let mut visit = |b: Block| {
+        let mut visit = |addr: usize, units: u32| {
+            let id = reg.lookup(addr);
             let ours =
-                reg.lookup(b.addr()) == b.region() && reg.desc(b.region()).owner() == self.id;
-            if !ours || !b.is_sealed(secret) || !b.is_free() {
-                return Err("free tree holds a block that is not a free block of this heap");
+                id != 0 && id != crate::registry::RELEASED && reg.desc(id).owner() == self.id;
+            if !ours || !addr.is_multiple_of(ALIGN) {
+                return Err("free index holds an address outside the heap");
+            }
+            // SAFETY: `addr` is 16-aligned inside a live region of this heap.
+            let b = unsafe { Block::from_raw(addr) };
+            if !b.is_sealed(secret) || !b.is_free() || b.units() != units || b.region() != id {
+                return Err("free index holds a block that is not a free block of this heap");
             }
             Ok(())
         };
@@ -820,7 +803,7 @@ impl<S: PageSource> Heap<S> {
             .check(reg, &mut regions, &mut visit)
             .map_err(|e| (e, 0))?;
         if indexed != free {
-            return Err(("free tree and free blocks differ in number", 0));
+            return Err(("free index and free blocks differ in number", 0));
         }
         Ok(())
     }
@@ -832,7 +815,7 @@ impl<S: PageSource> Heap<S> {
         id: u32,
     ) -> Result<(usize, usize), (&'static str, usize)> {
         let (mut free, mut used) = (0, 0);
-        let mut b = self.first_block(d);
+        let mut b = first_block(d);
         let mut prev: Option<Block> = None;
         loop {
             let at = b.addr();
@@ -848,6 +831,9 @@ impl<S: PageSource> Heap<S> {
             if b.size() < MIN_BLOCK || b.end() > d.end() {
                 return Err(("block size is out of range", at));
             }
+            if b.is_named() && b.size() < HEADER + NAME_AREA {
+                return Err(("named block is too small for its name", at));
+            }
             if b.is_free() {
                 if prev.is_some_and(|p| p.is_free()) {
                     return Err(("two free blocks are adjacent", at));
@@ -862,7 +848,7 @@ impl<S: PageSource> Heap<S> {
             prev = Some(b);
             b = b.next();
         }
-        let first = self.first_block(d);
+        let first = first_block(d);
         if first.is_free() && first.size() == d.size() {
             return Err(("region is one free block but still mapped", d.start()));
         }
@@ -874,6 +860,12 @@ fn first_block(d: &RegionDesc) -> Block {
     // SAFETY: a live region of a heap starts with a block header; callers
     // hold that heap (and its lock).
     unsafe { Block::from_raw(d.start()) }
+}
+
+/// The block after `b` in region `d`, if `b` is not the last.
+#[inline]
+fn next_in(d: &RegionDesc, b: Block) -> Option<Block> {
+    (b.end() < d.end()).then(|| b.next())
 }
 
 /// The ids of the regions of the list starting at `head`.
@@ -889,11 +881,11 @@ fn region_ids(reg: &'static Registry, head: u32) -> impl Iterator<Item = u32> {
 }
 
 /// The blocks of a region, by address.
-fn region_blocks(d: &'static RegionDesc) -> impl Iterator<Item = Block> {
+fn region_blocks(d: &RegionDesc) -> impl Iterator<Item = Block> + '_ {
     let mut at = Some(first_block(d));
     core::iter::from_fn(move || {
         let b = at?;
-        at = (b.end() < d.end()).then(|| b.next());
+        at = next_in(d, b);
         Some(b)
     })
 }

@@ -49,18 +49,21 @@ extern crate std;
 mod alloc;
 pub mod block;
 pub mod cache;
+pub mod cells;
 mod dump;
 pub mod fmt;
 pub mod global;
 pub mod heap;
 pub mod index;
 pub mod lock;
+pub mod maxtree;
 pub mod options;
 pub mod os;
+pub mod policy;
 pub mod registry;
+pub mod sizes;
 pub mod trace;
 mod tracer;
-pub mod tree;
 
 pub use dump::{MAX_LINE, TITLE};
 

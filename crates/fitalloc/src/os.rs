@@ -69,6 +69,19 @@ pub fn map_anon(len: usize) -> Option<usize> {
     (p != libc::MAP_FAILED).then_some(p as usize)
 }
 
+/// Grows a mapping made by `map_anon` to `new` bytes, moving it if needed;
+/// the contents are kept. `None` if the kernel refuses (the old mapping is
+/// then untouched).
+///
+/// # Safety
+/// `addr`, `old` must be exactly a live mapping from `map_anon` (or from an
+/// earlier `remap_anon`); on success the old range must not be used again.
+pub unsafe fn remap_anon(addr: usize, old: usize, new: usize) -> Option<usize> {
+    // SAFETY: the caller owns the mapping; MREMAP_MAYMOVE moves it as a whole.
+    let p = unsafe { libc::mremap(addr as *mut libc::c_void, old, new, libc::MREMAP_MAYMOVE) };
+    (p != libc::MAP_FAILED).then_some(p as usize)
+}
+
 /// Unmaps a span.
 ///
 /// # Safety

@@ -46,7 +46,7 @@ pub struct RegionDesc {
     prev: AtomicU32,
     next: AtomicU32,
     owner: AtomicU32,
-    slot: AtomicU32,
+    base: AtomicU32,
 }
 
 impl RegionDesc {
@@ -86,13 +86,13 @@ impl RegionDesc {
     pub fn set_next(&self, id: u32) {
         self.next.store(id, Relaxed)
     }
-    /// The region's slot in its heap's free index (position order).
-    pub fn slot(&self) -> u32 {
-        self.slot.load(Relaxed)
+    /// The region's first cell in its heap's position index.
+    pub fn base(&self) -> u32 {
+        self.base.load(Relaxed)
     }
-    /// Sets the slot.
-    pub fn set_slot(&self, slot: u32) {
-        self.slot.store(slot, Relaxed)
+    /// Sets the first cell.
+    pub fn set_base(&self, base: u32) {
+        self.base.store(base, Relaxed)
     }
 }
 

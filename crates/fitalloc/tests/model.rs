@@ -327,15 +327,10 @@ impl Run {
                     s.push(' ');
                 }
                 let _ = write!(s, "{}+{}", b.addr - d.start(), b.size);
-                if b.free {
-                    s.push('F');
-                } else {
-                    let name = b.name();
-                    if name.is_empty() {
-                        s.push('U');
-                    } else {
-                        let _ = write!(s, "N({})", String::from_utf8_lossy(name));
-                    }
+                s.push(if b.free { 'F' } else { 'U' });
+                let name = b.name();
+                if !name.is_empty() {
+                    let _ = write!(s, "N({})", String::from_utf8_lossy(name));
                 }
             }
             s.push(']');
@@ -375,7 +370,11 @@ impl Run {
                         && b.name() == x.name.as_slice()
                 });
                 if !same {
-                    return Err(format!("region {k} block {i} differs"));
+                    return Err(format!(
+                        "region {k} block {i} differs:\n heap  {}\n model {}",
+                        self.layout(),
+                        self.model.layout()
+                    ));
                 }
             }
             if mb.next().is_some() {
@@ -1184,7 +1183,7 @@ fn hand_memalign_named_calloc() {
     assert_eq!(
         run.layout(),
         format!(
-            "[0+48N(z) 48+32U 80+32U 112+32U 144+32U 176+32U 208+32F 240+32U 272+32F \
+            "[0+48UN(z) 48+32U 80+32U 112+32U 144+32U 176+32U 208+32F 240+32U 272+32F \
              304+32U 336+32U 368+48U 416+48F 464+32U 496+{}F]",
             page - 496
         )
@@ -1197,7 +1196,7 @@ fn hand_memalign_named_calloc() {
         .unwrap();
     assert_eq!(run.place(n1), (0, 496));
     assert!(run.layout().contains(&format!(
-        "496+80N(a name longer than thirty-one b) 576+{}F]",
+        "496+80UN(a name longer than thirty-one b) 576+{}F]",
         page - 576
     )));
     assert_eq!(run.heap.usable_size(n1), Ok(32));
@@ -1207,13 +1206,13 @@ fn hand_memalign_named_calloc() {
     let n2 = run.realloc(n1, 100).unwrap();
     assert_eq!(n2, n1);
     assert!(run.layout().contains(&format!(
-        "496+160N(a name longer than thirty-one b) 656+{}F]",
+        "496+160UN(a name longer than thirty-one b) 656+{}F]",
         page - 656
     )));
     let n3 = run.realloc(n2, 1).unwrap();
     assert_eq!(n3, n1);
     assert!(run.layout().contains(&format!(
-        "496+64N(a name longer than thirty-one b) 560+{}F]",
+        "496+64UN(a name longer than thirty-one b) 560+{}F]",
         page - 560
     )));
     // calloc: zeroed (checked in `step`); need(3 * 5) = 32, first fit takes

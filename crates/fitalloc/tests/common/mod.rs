@@ -21,7 +21,7 @@ pub const MIN_BLOCK: usize = 32;
 /// Bytes at the end of a named block holding its name.
 pub const NAME_AREA: usize = 32;
 /// Largest block, in 16-byte units.
-pub const MAX_UNITS: usize = u32::MAX as usize;
+pub const MAX_UNITS: usize = i32::MAX as usize;
 
 /// `round(x, a)` of §3: `x` rounded up to a multiple of `a`.
 pub fn round(x: usize, a: usize) -> Option<usize> {
@@ -63,7 +63,8 @@ pub struct Blk {
     pub size: usize,
     /// Free or used.
     pub free: bool,
-    /// Whether the block carries a name area (only used blocks do).
+    /// Whether the block carries a name area. A freed block keeps its name
+    /// (SPEC §5); a merge keeps the name of its lowest block.
     pub named: bool,
     /// The name as `BlockInfo::name` shows it.
     pub name: Vec<u8>,
@@ -360,7 +361,8 @@ impl Model {
         }
         let bi = if g > 0 {
             self.hits.gaps += 1;
-            r.blocks[bi].size = g;
+            // The gap is the remainder of a split: it has no name.
+            r.blocks[bi] = Blk::free(c, g);
             r.blocks.insert(bi + 1, Blk::free(c + g, s - g));
             bi + 1
         } else {
@@ -376,8 +378,6 @@ impl Model {
         let b = &mut r.blocks[bi];
         assert!(!b.free, "model: double free at {pos:?}");
         b.free = true;
-        b.named = false;
-        b.name.clear();
         if bi + 1 < r.blocks.len() && r.blocks[bi + 1].free {
             let n = r.blocks.remove(bi + 1);
             r.blocks[bi].size += n.size;
@@ -456,8 +456,8 @@ impl Model {
     }
 
     /// The layout as text: one `[...]` per region, each block
-    /// `offset+size` then `U` (used), `F` (free) or `N(name)` (a non-empty
-    /// name; a named block with an empty name shows as `U`).
+    /// `offset+size` then `U` (used) or `F` (free), then `N(name)` if the
+    /// block has a non-empty name (a freed block keeps its name).
     pub fn layout(&self) -> String {
         let mut s = String::new();
         for (k, r) in self.regions.iter().enumerate() {
@@ -470,12 +470,9 @@ impl Model {
                     s.push(' ');
                 }
                 s.push_str(&format!("{}+{}", b.offset, b.size));
-                if b.free {
-                    s.push('F');
-                } else if !b.name.is_empty() {
+                s.push(if b.free { 'F' } else { 'U' });
+                if !b.name.is_empty() {
                     s.push_str(&format!("N({})", String::from_utf8_lossy(&b.name)));
-                } else {
-                    s.push('U');
                 }
             }
             s.push(']');

@@ -1,0 +1,517 @@
+//! The position index: a heap's free blocks in list order, kept entirely
+//! outside the heap's memory.
+//!
+//! Every region of the heap owns a run of consecutive *cells*, one per 4 KiB
+//! of its memory; runs are handed out in region creation order, so cell
+//! order followed by address order inside a cell is exactly list order. A
+//! cell has a bitmap of the free blocks that *start* in it (256 bits, one
+//! per 16-byte granule) and its address; a 16-ary max tree ([`MaxTree`])
+//! over the cells holds the size of the largest free block starting in each
+//! subtree:
+//!
+//! ```text
+//!  cells:   c = 0          1          2          3    ...   cap - 1
+//!  bits[c]  0010..0001 | 0000..0000 | 1000..0100 | ...        bit g: a free
+//!  addr[c]  region A    A + 4 KiB    region B                 block starts
+//!                                                             at addr + 16 g
+//!  max[cap + c]  = largest free block (units) starting in cell c
+//!  max[i]        = max(max[2i], max[2i+1]),   max[1] = largest of all
+//! ```
+//!
+//! - **First fit**: descend from the root to the first leaf whose maximum
+//!   fits (one comparison per level, no branch), then take the first block
+//!   of that cell that fits.
+//! - **Next fit**: the rover's cell from the rover's granule on, else the
+//!   first fitting cell after it, else first fit.
+//! - **Worst fit**: first fit for the root's maximum.
+//!
+//! Sizes are read from the block headers, which pass their keyed check or
+//! end the process (`Block::indexed_units`); nothing else of a free block is
+//! ever read, so a program writing into freed memory cannot steer the
+//! index. A cell's maximum is recomputed (a scan of its free starts, at most
+//! 64 and usually a few) only when its largest block leaves or shrinks;
+//! every other change walks up the tree and stops at the first node that
+//! does not change. That scan reads sizes without checking the headers: a
+//! forged size can only send a later search to the wrong cell, where every
+//! block is checked before it is chosen.
+//!
+//! Invariants (checked by [`Cells::check`]): a bit is set iff a free block
+//! starts there; every leaf is the largest of its cell's free blocks (0 if
+//! none); every inner node is the max of its children; the cells of a live
+//! region are `base .. base + size / 1 KiB`, with increasing bases in list
+//! order; cells of no live region are empty.
+//!
+//! When the table is full, live regions are packed to its front (order
+//! kept) into a table of twice the live cells or more: amortised O(1) per
+//! cell.
+
+use crate::block::Block;
+use crate::maxtree::MaxTree;
+use crate::os;
+use crate::registry::{RegionDesc, Registry};
+
+/// Bytes of memory per cell.
+pub const CELL: usize = 4096;
+const CELL_SHIFT: u32 = 12;
+const GRANULE_SHIFT: u32 = 4;
+/// 64-bit words of bitmap per cell (256 granules).
+const WORDS: usize = CELL >> GRANULE_SHIFT >> 6;
+const FIRST_CAP: usize = 64;
+
+/// The position index (see the module docs).
+pub struct Cells {
+    secret: u64,
+    /// Cells in the table (a power of two, or 0 before the first region).
+    cap: usize,
+    /// Cells handed out so far.
+    next: usize,
+    /// Cells of live regions.
+    live: usize,
+    /// Free blocks indexed.
+    len: usize,
+    /// The largest free block starting in each cell, and above.
+    tree: MaxTree,
+    /// Free-start bitmap: `WORDS` words per cell.
+    bits: *mut u64,
+    /// Address of each cell's first byte.
+    addr: *mut usize,
+}
+
+/// Bytes of the table for `cap` cells: bits (WORDS cap u64), then addr
+/// (cap usize).
+const fn table_bytes(cap: usize) -> usize {
+    (8 * WORDS + 8) * cap
+}
+
+/// Where a block starts in the cell space: (cell, granule).
+#[inline]
+fn cell_of(d: &RegionDesc, addr: usize) -> (usize, u32) {
+    let off = addr - d.start();
+    (
+        d.base() as usize + (off >> CELL_SHIFT),
+        ((off >> GRANULE_SHIFT) & ((CELL >> GRANULE_SHIFT) - 1)) as u32,
+    )
+}
+
+impl Cells {
+    /// An empty index; `secret` is the key of the header checks.
+    pub const fn new(secret: u64) -> Cells {
+        Cells {
+            secret,
+            cap: 0,
+            next: 0,
+            live: 0,
+            len: 0,
+            tree: MaxTree::empty(),
+            bits: core::ptr::null_mut(),
+            addr: core::ptr::null_mut(),
+        }
+    }
+
+    /// Number of free blocks.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no free block is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    // ------------------------------------------------------------------
+    // Raw access (every index is below the table's bounds).
+
+    /// Word `w` of cell `c`'s bitmap.
+    #[inline]
+    fn word(&self, c: usize, w: usize) -> u64 {
+        debug_assert!(c < self.cap && w < WORDS);
+        // SAFETY: `bits` has WORDS * cap entries.
+        unsafe { *self.bits.add(c * WORDS + w) }
+    }
+
+    #[inline]
+    fn set_word(&mut self, c: usize, w: usize, v: u64) {
+        debug_assert!(c < self.cap && w < WORDS);
+        // SAFETY: as in `word`.
+        unsafe { *self.bits.add(c * WORDS + w) = v }
+    }
+
+    /// Sets (`on`) or clears the bit of granule `g` of cell `c`.
+    #[inline]
+    fn mark(&mut self, c: usize, g: u32, on: bool) {
+        let (w, bit) = ((g >> 6) as usize, 1u64 << (g & 63));
+        let v = self.word(c, w);
+        debug_assert!((v & bit != 0) != on, "free-start bit already in that state");
+        self.set_word(c, w, if on { v | bit } else { v & !bit });
+    }
+
+    /// Whether cell `c` has no free start.
+    fn empty(&self, c: usize) -> bool {
+        (0..WORDS).all(|w| self.word(c, w) == 0)
+    }
+
+    /// Calls `f` on each free start of cell `c` at granule `from` or
+    /// later, in order, until it returns `Some`.
+    #[inline(always)]
+    fn find_start<T>(&self, c: usize, from: u32, mut f: impl FnMut(u32) -> Option<T>) -> Option<T> {
+        let mut w = (from >> 6) as usize;
+        let mut bits = self.word(c, w) & (!0u64 << (from & 63));
+        loop {
+            while bits != 0 {
+                let g = (w as u32) << 6 | bits.trailing_zeros();
+                if let Some(t) = f(g) {
+                    return Some(t);
+                }
+                bits &= bits - 1;
+            }
+            w += 1;
+            if w == WORDS {
+                return None;
+            }
+            bits = self.word(c, w);
+        }
+    }
+
+    #[inline]
+    fn addr_at(&self, c: usize) -> usize {
+        debug_assert!(c < self.cap);
+        // SAFETY: `addr` has cap entries.
+        unsafe { *self.addr.add(c) }
+    }
+
+    #[inline]
+    fn set_addr_at(&mut self, c: usize, a: usize) {
+        debug_assert!(c < self.cap);
+        // SAFETY: as in `addr_at`.
+        unsafe { *self.addr.add(c) = a }
+    }
+
+    /// The largest free block of all (units; 0 if none).
+    #[inline]
+    pub fn top(&self) -> u32 {
+        self.tree.top()
+    }
+
+    /// Recomputes cell `c`'s maximum from its free blocks' headers (read
+    /// unchecked: see the module docs).
+    fn refresh(&mut self, c: usize) {
+        let mut m = 0;
+        self.find_start(c, 0, |g| {
+            m = m.max(self.block_at(c, g).units());
+            None::<()>
+        });
+        self.tree.lower(c, m);
+    }
+
+    /// The free block starting at granule `g` of cell `c`.
+    #[inline]
+    fn block_at(&self, c: usize, g: u32) -> Block {
+        let a = self.addr_at(c) + ((g as usize) << GRANULE_SHIFT);
+        // SAFETY: a set bit marks a free block of a live region of this heap.
+        unsafe { Block::from_raw(a) }
+    }
+
+    /// The first free block of cell `c` at granule `from` or later whose
+    /// size is at least `units` (each header checked as it is read).
+    #[inline]
+    fn scan(&self, c: usize, from: u32, units: u32) -> Option<usize> {
+        self.find_start(c, from, |g| {
+            let b = self.block_at(c, g);
+            (b.indexed_units(self.secret) >= units).then(|| b.addr())
+        })
+    }
+
+    /// A cell whose maximum fits but holds no fitting block: the tree and
+    /// the headers disagree, so a header changed behind the heap's back.
+    #[cold]
+    fn inconsistent(&self, c: usize) -> ! {
+        crate::block::corrupted_free_block(self.addr_at(c))
+    }
+
+    // ------------------------------------------------------------------
+    // The policies' questions.
+
+    /// First fit: the first free block in list order of at least `units`.
+    #[inline]
+    pub fn first_fit(&self, units: u32) -> Option<usize> {
+        let c = self.tree.first(units)?;
+        Some(
+            self.scan(c, 0, units)
+                .unwrap_or_else(|| self.inconsistent(c)),
+        )
+    }
+
+    /// Next fit: the first fitting block at or after the rover (a block
+    /// start in region `d`, or `None` for "after every region"), else first
+    /// fit.
+    pub fn next_fit(&self, units: u32, rover: Option<(&RegionDesc, usize)>) -> Option<usize> {
+        if let Some((d, addr)) = rover {
+            let (c, g) = cell_of(d, addr);
+            if let Some(a) = self.scan(c, g, units) {
+                return Some(a);
+            }
+            if let Some(c) = self
+                .tree
+                .first_from(c + 1, units)
+                .filter(|&c| c < self.next)
+            {
+                return Some(
+                    self.scan(c, 0, units)
+                        .unwrap_or_else(|| self.inconsistent(c)),
+                );
+            }
+        }
+        self.first_fit(units)
+    }
+
+    /// Worst fit: the first of the largest free blocks, if it fits.
+    pub fn worst_fit(&self, units: u32) -> Option<usize> {
+        match self.top() {
+            0 => None,
+            top if top < units => None,
+            top => self.first_fit(top),
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Bookkeeping (block headers are written before these are called).
+
+    /// Adds the free block at `addr` (of region `d`, `units` long).
+    #[inline]
+    pub fn insert(&mut self, d: &RegionDesc, addr: usize, units: u32) {
+        let (c, g) = cell_of(d, addr);
+        self.mark(c, g, true);
+        self.len += 1;
+        self.tree.raise(c, units);
+    }
+
+    /// Removes the free block at `addr`, which was `units` long.
+    #[inline]
+    pub fn remove(&mut self, d: &RegionDesc, addr: usize, units: u32) {
+        let (c, g) = cell_of(d, addr);
+        self.mark(c, g, false);
+        self.len -= 1;
+        if units == self.tree.get(c) {
+            self.refresh(c);
+        }
+    }
+
+    /// The free block at `addr` changed from `old` to `new` units in place.
+    #[inline]
+    pub fn resize(&mut self, d: &RegionDesc, addr: usize, old: u32, new: u32) {
+        let (c, _) = cell_of(d, addr);
+        self.resized(c, old, new);
+    }
+
+    #[inline]
+    fn resized(&mut self, c: usize, old: u32, new: u32) {
+        if new > old {
+            self.tree.raise(c, new);
+        } else if old == self.tree.get(c) {
+            self.refresh(c);
+        }
+    }
+
+    /// The free block at `old` (`old_units` long) is replaced by one at
+    /// `new` of `new_units`: a split remainder, or a block merged with the
+    /// free block after it.
+    #[inline]
+    pub fn replace(
+        &mut self,
+        d: &RegionDesc,
+        old: usize,
+        old_units: u32,
+        new: usize,
+        new_units: u32,
+    ) {
+        let (c0, g0) = cell_of(d, old);
+        let (c1, g1) = cell_of(d, new);
+        self.mark(c0, g0, false);
+        self.mark(c1, g1, true);
+        if c0 == c1 {
+            self.resized(c0, old_units, new_units);
+        } else {
+            if old_units == self.tree.get(c0) {
+                self.refresh(c0);
+            }
+            self.tree.raise(c1, new_units);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Regions.
+
+    /// Gives a new region (not yet in the heap's list, no free block yet)
+    /// its cells after every live region; `regions` lists the heap's live
+    /// regions in list order, for packing. `None` if the table could not
+    /// grow (then nothing changed).
+    pub fn add_region(
+        &mut self,
+        reg: &Registry,
+        d: &RegionDesc,
+        regions: &mut dyn Iterator<Item = u32>,
+    ) -> Option<()> {
+        let n = d.size() >> CELL_SHIFT;
+        if self.next + n > self.cap {
+            let mut cap = FIRST_CAP;
+            while cap < 2 * (self.live + n) {
+                cap *= 2;
+            }
+            self.relocate(reg, cap, regions)?;
+        }
+        let base = self.next;
+        d.set_base(base as u32);
+        for i in 0..n {
+            self.set_addr_at(base + i, d.start() + (i << CELL_SHIFT));
+        }
+        self.next += n;
+        self.live += n;
+        Some(())
+    }
+
+    /// Region `d` (with no free block left in the index) goes away.
+    pub fn drop_region(&mut self, d: &RegionDesc) {
+        debug_assert!({
+            let b = d.base() as usize;
+            (b..b + (d.size() >> CELL_SHIFT)).all(|c| self.empty(c))
+        });
+        self.live -= d.size() >> CELL_SHIFT;
+    }
+
+    /// Moves the cells of `regions` (list order), packed, into a fresh
+    /// table of `cap` cells and rebuilds the tree.
+    fn relocate(
+        &mut self,
+        reg: &Registry,
+        cap: usize,
+        regions: &mut dyn Iterator<Item = u32>,
+    ) -> Option<()> {
+        let mut fresh = Cells::with_table(self.secret, cap)?;
+        fresh.len = self.len;
+        for id in regions {
+            let d = reg.desc(id);
+            let (old, n) = (d.base() as usize, d.size() >> CELL_SHIFT);
+            for i in 0..n {
+                let t = fresh.next + i;
+                for w in 0..WORDS {
+                    fresh.set_word(t, w, self.word(old + i, w));
+                }
+                fresh.set_addr_at(t, self.addr_at(old + i));
+                fresh.tree.put_leaf(t, self.tree.get(old + i));
+            }
+            d.set_base(fresh.next as u32);
+            fresh.next += n;
+            fresh.live += n;
+        }
+        fresh.tree.rebuild();
+        self.release_table();
+        *self = fresh;
+        Some(())
+    }
+
+    /// An empty index with a table of `cap` cells (a power of two, at
+    /// least 64); `None` if it could not be mapped.
+    fn with_table(secret: u64, cap: usize) -> Option<Cells> {
+        let tree = MaxTree::new(cap)?;
+        let base = os::map_anon(table_bytes(cap))?;
+        Some(Cells {
+            cap,
+            tree,
+            bits: base as *mut u64,
+            addr: (base + 8 * WORDS * cap) as *mut usize,
+            ..Cells::new(secret)
+        })
+    }
+
+    /// Unmaps the table (the index is then unusable until replaced).
+    fn release_table(&mut self) {
+        if self.cap != 0 {
+            // SAFETY: the table was mapped with this size by `with_table`,
+            // and nothing refers to it any more.
+            unsafe { os::unmap_anon(self.bits as usize, table_bytes(self.cap)) };
+            self.cap = 0;
+        }
+    }
+
+    /// Empties the index, with room for `cells` cells of regions that the
+    /// caller then adds (in list order) before inserting every free block.
+    /// `None` if the table could not be mapped (then nothing changed).
+    pub fn reset(&mut self, cells: usize) -> Option<()> {
+        let mut cap = FIRST_CAP;
+        while cap < 2 * cells {
+            cap *= 2;
+        }
+        *self = Cells::with_table(self.secret, cap)?;
+        Some(())
+    }
+
+    /// Cells a region of `size` bytes takes.
+    pub const fn cells_for(size: usize) -> usize {
+        size >> CELL_SHIFT
+    }
+
+    // ------------------------------------------------------------------
+    // The checker.
+
+    /// Verifies every invariant of the module docs. `regions` lists the
+    /// heap's live regions in list order; `visit` vets each indexed block
+    /// (address, units). Returns the number of indexed blocks.
+    pub fn check(
+        &self,
+        reg: &Registry,
+        regions: &mut dyn Iterator<Item = u32>,
+        visit: &mut dyn FnMut(usize, u32) -> Result<(), &'static str>,
+    ) -> Result<usize, &'static str> {
+        let (mut count, mut live, mut end) = (0usize, 0usize, 0usize);
+        for id in regions {
+            let d = reg.desc(id);
+            let (base, n) = (d.base() as usize, d.size() >> CELL_SHIFT);
+            if base < end || base + n > self.next {
+                return Err("region cells are not in list order");
+            }
+            for c in end..base {
+                if !self.empty(c) || self.tree.get(c) != 0 {
+                    return Err("a cell of no region holds a free block");
+                }
+            }
+            for i in 0..n {
+                let c = base + i;
+                if self.addr_at(c) != d.start() + (i << CELL_SHIFT) {
+                    return Err("cell address is wrong");
+                }
+                let (mut m, mut err) = (0, None);
+                self.find_start(c, 0, |g| {
+                    let b = self.block_at(c, g);
+                    err = visit(b.addr(), b.units()).err();
+                    m = m.max(b.units());
+                    count += 1;
+                    err
+                });
+                if let Some(e) = err {
+                    return Err(e);
+                }
+                if self.tree.get(c) != m {
+                    return Err("cell maximum is not its largest free block");
+                }
+            }
+            live += n;
+            end = base + n;
+        }
+        for c in end..self.cap {
+            if !self.empty(c) || self.tree.get(c) != 0 {
+                return Err("a cell of no region holds a free block");
+            }
+        }
+        self.tree.check()?;
+        if live != self.live || count != self.len {
+            return Err("cell index counts are wrong");
+        }
+        Ok(count)
+    }
+}
+
+impl Drop for Cells {
+    fn drop(&mut self) {
+        self.release_table();
+    }
+}

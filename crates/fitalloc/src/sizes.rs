@@ -1,0 +1,714 @@
+//! The size index (best fit): a B+tree of every free block, keyed by
+//! `(size, region seq, address)`, kept entirely outside the heap's memory.
+//!
+//! A key is one `u128`, so comparing keys is comparing integers:
+//!
+//! ```text
+//!  bit 127        96 95                     44 43                 0
+//!     | size units  | region seq (52 bits)    | address / 16 (44)  |
+//! ```
+//!
+//! Best fit for `n` units is the first key at or above `key(n, 0, 0)`: the
+//! smallest size that fits, then the earliest region, then the lowest
+//! address, which is exactly SPEC §3's tie rule.
+//!
+//! ```text
+//!                 inner [ s0 | s1 ]           child i holds keys in [s(i-1), s(i))
+//!                /        |       \
+//!   leaf [k k k] -> [k k k k] -> [k k]        leaves linked in key order
+//! ```
+//!
+//! Nodes (15 keys, 16 children) live in one array that grows by `mremap`
+//! and are named by `u32` index; freed nodes go on a free list. Every node
+//! but the root holds at least 7 keys, so a tree of a million blocks is at
+//! most 7 levels deep and most searches touch 2 or 3 cache-resident levels.
+//!
+//! Invariants (checked by [`SizeTree::check`]): keys strictly increase
+//! along the leaf chain and within every node; each child's keys lie between
+//! its separators; all leaves are at the same depth; non-root nodes hold at
+//! least `MIN` keys; `len` is the number of keys.
+
+use crate::os;
+
+/// Keys per node.
+const CAP: usize = 15;
+/// Keys of every node but the root, at least.
+const MIN: usize = CAP / 2;
+/// Deepest possible tree (MIN + 1 = 8 children per level: 8^16 = 2^48).
+const MAX_DEPTH: usize = 16;
+const NIL: u32 = u32::MAX;
+const ADDR_BITS: u32 = 44;
+const SEQ_BITS: u32 = 52;
+
+/// The key of a free block of `units` units at `addr` in the region with
+/// creation number `seq`.
+#[inline]
+pub fn key(units: u32, seq: u64, addr: usize) -> u128 {
+    debug_assert!(seq < 1 << SEQ_BITS && addr < 1 << (ADDR_BITS + 4));
+    (units as u128) << 96
+        | ((seq as u128) & ((1 << SEQ_BITS) - 1)) << ADDR_BITS
+        | (addr >> 4) as u128
+}
+
+/// The block address of a key.
+#[inline]
+pub fn key_addr(k: u128) -> usize {
+    ((k & ((1 << ADDR_BITS) - 1)) as usize) << 4
+}
+
+/// The size (units) of a key.
+#[inline]
+pub fn key_units(k: u128) -> u32 {
+    (k >> 96) as u32
+}
+
+#[repr(C, align(64))]
+struct Node {
+    keys: [u128; CAP],
+    /// Inner node: children (`len + 1` of them). Leaf: `kids[0]` is the
+    /// next leaf (NIL for the last).
+    kids: [u32; CAP + 1],
+    len: u32,
+}
+
+/// The size index (see the module docs).
+pub struct SizeTree {
+    root: u32,
+    /// Levels (0: empty; 1: the root is a leaf).
+    depth: usize,
+    len: usize,
+    /// The node array and its capacity in nodes.
+    nodes: *mut Node,
+    cap: usize,
+    /// Nodes handed out from the array so far.
+    used: usize,
+    /// Freed nodes, linked through `kids[0]`.
+    free: u32,
+}
+
+/// A node and the child taken from it, root first.
+type Path = [(u32, usize); MAX_DEPTH];
+
+impl Default for SizeTree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SizeTree {
+    /// An empty tree (maps nothing until the first insert).
+    pub const fn new() -> SizeTree {
+        SizeTree {
+            root: NIL,
+            depth: 0,
+            len: 0,
+            nodes: core::ptr::null_mut(),
+            cap: 0,
+            used: 0,
+            free: NIL,
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the tree is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    // ------------------------------------------------------------------
+    // Nodes.
+
+    #[inline]
+    fn node(&self, n: u32) -> &Node {
+        debug_assert!((n as usize) < self.used);
+        // SAFETY: node indices handed out are below `used` <= `cap`, within
+        // the mapped array, and the tree is borrowed for the reference's life.
+        unsafe { &*self.nodes.add(n as usize) }
+    }
+
+    #[inline]
+    fn node_mut(&mut self, n: u32) -> &mut Node {
+        debug_assert!((n as usize) < self.used);
+        // SAFETY: as in `node`, with the tree borrowed mutably.
+        unsafe { &mut *self.nodes.add(n as usize) }
+    }
+
+    /// A fresh empty node; `None` if the array could not grow.
+    fn alloc(&mut self) -> Option<u32> {
+        let n = if self.free != NIL {
+            let n = self.free;
+            self.free = self.node(n).kids[0];
+            n
+        } else {
+            if self.used == self.cap {
+                self.grow()?;
+            }
+            self.used += 1;
+            (self.used - 1) as u32
+        };
+        let node = self.node_mut(n);
+        node.len = 0;
+        node.kids[0] = NIL;
+        Some(n)
+    }
+
+    fn release(&mut self, n: u32) {
+        let free = self.free;
+        self.node_mut(n).kids[0] = free;
+        self.free = n;
+    }
+
+    fn grow(&mut self) -> Option<()> {
+        let size = core::mem::size_of::<Node>();
+        let cap = if self.cap == 0 { 64 } else { 2 * self.cap };
+        let addr = if self.cap == 0 {
+            os::map_anon(cap * size)?
+        } else {
+            // SAFETY: the array was mapped with `cap * size` bytes.
+            unsafe { os::remap_anon(self.nodes as usize, self.cap * size, cap * size)? }
+        };
+        self.nodes = addr as *mut Node;
+        self.cap = cap;
+        Some(())
+    }
+
+    /// Makes sure `n` more nodes can be had without mapping (an insert
+    /// splits at most one node per level, plus a new root).
+    fn reserve(&mut self, n: usize) -> Option<()> {
+        let mut spare = self.cap - self.used;
+        let mut f = self.free;
+        while spare < n && f != NIL {
+            spare += 1;
+            f = self.node(f).kids[0];
+        }
+        while spare < n {
+            let before = self.cap;
+            self.grow()?;
+            spare += self.cap - before;
+        }
+        Some(())
+    }
+
+    /// Makes sure the next few operations (an allocation and the frees
+    /// that follow it) find their nodes without mapping.
+    pub fn reserve_for_ops(&mut self) -> Option<()> {
+        self.reserve(4 * (self.depth + 1))
+    }
+
+    // ------------------------------------------------------------------
+    // Searching.
+
+    /// Keys of node `n` that are at most `k` (the child to follow).
+    #[inline]
+    fn child_index(node: &Node, k: u128) -> usize {
+        let keys = &node.keys[..node.len as usize];
+        keys.partition_point(|&s| s <= k)
+    }
+
+    /// The leaf where `k` belongs, with the path to it.
+    #[inline]
+    fn find_leaf(&self, k: u128, path: &mut Path) -> u32 {
+        let mut n = self.root;
+        for slot in path.iter_mut().take(self.depth - 1) {
+            let node = self.node(n);
+            let i = Self::child_index(node, k);
+            *slot = (n, i);
+            n = node.kids[i];
+        }
+        n
+    }
+
+    /// The smallest key at or above `k`.
+    #[inline]
+    pub fn lower_bound(&self, k: u128) -> Option<u128> {
+        if self.depth == 0 {
+            return None;
+        }
+        let mut path = [(0, 0); MAX_DEPTH];
+        let leaf = self.node(self.find_leaf(k, &mut path));
+        let keys = &leaf.keys[..leaf.len as usize];
+        let i = keys.partition_point(|&x| x < k);
+        if i < keys.len() {
+            return Some(keys[i]);
+        }
+        match leaf.kids[0] {
+            NIL => None,
+            next => Some(self.node(next).keys[0]),
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Inserting.
+
+    /// Adds `k` (not present). `None` if a node could not be mapped (then
+    /// nothing changed).
+    pub fn insert(&mut self, k: u128) -> Option<()> {
+        self.reserve(self.depth + 1)?;
+        if self.depth == 0 {
+            let n = self.alloc()?;
+            let node = self.node_mut(n);
+            node.keys[0] = k;
+            node.len = 1;
+            self.root = n;
+            self.depth = 1;
+            self.len = 1;
+            return Some(());
+        }
+        let mut path = [(0, 0); MAX_DEPTH];
+        let leaf = self.find_leaf(k, &mut path);
+        self.len += 1;
+        let Some((mut sep, mut right)) = self.leaf_insert(leaf, k) else {
+            return Some(());
+        };
+        for level in (0..self.depth - 1).rev() {
+            let (n, i) = path[level];
+            match self.inner_insert(n, i, sep, right) {
+                None => return Some(()),
+                Some((s, r)) => (sep, right) = (s, r),
+            }
+        }
+        // The root split: a new root above it.
+        let old = self.root;
+        let n = self.alloc()?;
+        let node = self.node_mut(n);
+        node.keys[0] = sep;
+        node.kids[0] = old;
+        node.kids[1] = right;
+        node.len = 1;
+        self.root = n;
+        self.depth += 1;
+        Some(())
+    }
+
+    /// Inserts `k` into leaf `n`; on overflow splits it and returns the
+    /// separator and the new right leaf.
+    fn leaf_insert(&mut self, n: u32, k: u128) -> Option<(u128, u32)> {
+        let node = self.node_mut(n);
+        let len = node.len as usize;
+        let i = node.keys[..len].partition_point(|&x| x < k);
+        debug_assert!(i == len || node.keys[i] != k, "key already indexed");
+        if len < CAP {
+            node.keys.copy_within(i..len, i + 1);
+            node.keys[i] = k;
+            node.len += 1;
+            return None;
+        }
+        let mut all = [0u128; CAP + 1];
+        all[..i].copy_from_slice(&node.keys[..i]);
+        all[i] = k;
+        all[i + 1..].copy_from_slice(&node.keys[i..]);
+        let left = CAP.div_ceil(2);
+        let next = node.kids[0];
+        node.keys[..left].copy_from_slice(&all[..left]);
+        node.len = left as u32;
+        let r = self.alloc().expect("node reserved before the insert");
+        self.node_mut(n).kids[0] = r;
+        let right = self.node_mut(r);
+        right.keys[..CAP + 1 - left].copy_from_slice(&all[left..]);
+        right.len = (CAP + 1 - left) as u32;
+        right.kids[0] = next;
+        Some((all[left], r))
+    }
+
+    /// Inserts separator `sep` and child `r` after child `i` of inner node
+    /// `n`; on overflow splits it and returns the key that goes up and the
+    /// new right node.
+    fn inner_insert(&mut self, n: u32, i: usize, sep: u128, r: u32) -> Option<(u128, u32)> {
+        let node = self.node_mut(n);
+        let len = node.len as usize;
+        if len < CAP {
+            node.keys.copy_within(i..len, i + 1);
+            node.keys[i] = sep;
+            node.kids.copy_within(i + 1..len + 1, i + 2);
+            node.kids[i + 1] = r;
+            node.len += 1;
+            return None;
+        }
+        let mut keys = [0u128; CAP + 1];
+        let mut kids = [0u32; CAP + 2];
+        keys[..i].copy_from_slice(&node.keys[..i]);
+        keys[i] = sep;
+        keys[i + 1..].copy_from_slice(&node.keys[i..]);
+        kids[..i + 1].copy_from_slice(&node.kids[..i + 1]);
+        kids[i + 1] = r;
+        kids[i + 2..].copy_from_slice(&node.kids[i + 1..]);
+        let left = CAP.div_ceil(2);
+        node.keys[..left].copy_from_slice(&keys[..left]);
+        node.kids[..left + 1].copy_from_slice(&kids[..left + 1]);
+        node.len = left as u32;
+        let up = keys[left];
+        let rn = self.alloc().expect("node reserved before the insert");
+        let right = self.node_mut(rn);
+        let rlen = CAP - left;
+        right.keys[..rlen].copy_from_slice(&keys[left + 1..]);
+        right.kids[..rlen + 1].copy_from_slice(&kids[left + 1..]);
+        right.len = rlen as u32;
+        Some((up, rn))
+    }
+
+    // ------------------------------------------------------------------
+    // Removing.
+
+    /// Removes `k`, which must be present.
+    pub fn remove(&mut self, k: u128) {
+        let mut path = [(0, 0); MAX_DEPTH];
+        let leaf = self.find_leaf(k, &mut path);
+        let node = self.node_mut(leaf);
+        let len = node.len as usize;
+        let i = node.keys[..len].partition_point(|&x| x < k);
+        assert!(i < len && node.keys[i] == k, "size index lost a key");
+        node.keys.copy_within(i + 1..len, i);
+        node.len -= 1;
+        self.len -= 1;
+        self.rebalance(leaf, &path);
+    }
+
+    /// Restores the minimum occupancy from node `n` (at the bottom of
+    /// `path`) up.
+    fn rebalance(&mut self, mut n: u32, path: &Path) {
+        let mut level = self.depth - 1;
+        loop {
+            let len = self.node(n).len as usize;
+            if level == 0 {
+                self.shrink_root(n);
+                return;
+            }
+            if len >= MIN {
+                return;
+            }
+            let leaf = level == self.depth - 1;
+            let (p, i) = path[level - 1];
+            if self.borrow(p, i, leaf) {
+                return;
+            }
+            self.merge(p, i, leaf);
+            n = p;
+            level -= 1;
+        }
+    }
+
+    fn shrink_root(&mut self, n: u32) {
+        let node = self.node(n);
+        if node.len > 0 {
+            return;
+        }
+        if self.depth == 1 {
+            self.root = NIL;
+            self.depth = 0;
+        } else {
+            self.root = node.kids[0];
+            self.depth -= 1;
+        }
+        self.release(n);
+    }
+
+    /// Child `i` of `p` takes a key from a sibling that can spare one;
+    /// false if neither can.
+    fn borrow(&mut self, p: u32, i: usize, leaf: bool) -> bool {
+        let plen = self.node(p).len as usize;
+        let n = self.node(p).kids[i];
+        if i > 0 {
+            let l = self.node(p).kids[i - 1];
+            if self.node(l).len as usize > MIN {
+                self.rotate_right(p, i - 1, l, n, leaf);
+                return true;
+            }
+        }
+        if i < plen {
+            let r = self.node(p).kids[i + 1];
+            if self.node(r).len as usize > MIN {
+                self.rotate_left(p, i, n, r, leaf);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Moves the last key of `l` into `r` (children `s` and `s + 1` of `p`).
+    fn rotate_right(&mut self, p: u32, s: usize, l: u32, r: u32, leaf: bool) {
+        let (lk, lc) = {
+            let ln = self.node_mut(l);
+            ln.len -= 1;
+            let j = ln.len as usize;
+            (ln.keys[j], ln.kids[j + 1])
+        };
+        let sep = self.node(p).keys[s];
+        let rn = self.node_mut(r);
+        let len = rn.len as usize;
+        rn.keys.copy_within(0..len, 1);
+        if leaf {
+            rn.keys[0] = lk;
+        } else {
+            rn.keys[0] = sep;
+            rn.kids.copy_within(0..len + 1, 1);
+            rn.kids[0] = lc;
+        }
+        rn.len += 1;
+        self.node_mut(p).keys[s] = lk;
+    }
+
+    /// Moves the first key of `r` into `l` (children `s` and `s + 1` of `p`).
+    fn rotate_left(&mut self, p: u32, s: usize, l: u32, r: u32, leaf: bool) {
+        let (rk, rc, rk2) = {
+            let rn = self.node_mut(r);
+            let len = rn.len as usize;
+            let (k, c) = (rn.keys[0], rn.kids[0]);
+            rn.keys.copy_within(1..len, 0);
+            if !leaf {
+                rn.kids.copy_within(1..len + 1, 0);
+            }
+            rn.len -= 1;
+            (k, c, rn.keys[0])
+        };
+        let sep = self.node(p).keys[s];
+        let ln = self.node_mut(l);
+        let len = ln.len as usize;
+        if leaf {
+            ln.keys[len] = rk;
+        } else {
+            ln.keys[len] = sep;
+            ln.kids[len + 1] = rc;
+        }
+        ln.len += 1;
+        self.node_mut(p).keys[s] = if leaf { rk2 } else { rk };
+    }
+
+    /// Merges child `i` of `p` with a sibling and removes the separator.
+    fn merge(&mut self, p: u32, i: usize, leaf: bool) {
+        let s = if i > 0 { i - 1 } else { i };
+        let (l, r, sep) = {
+            let pn = self.node(p);
+            (pn.kids[s], pn.kids[s + 1], pn.keys[s])
+        };
+        let (rkeys, rkids, rlen) = {
+            let rn = self.node(r);
+            (rn.keys, rn.kids, rn.len as usize)
+        };
+        let ln = self.node_mut(l);
+        let len = ln.len as usize;
+        if leaf {
+            ln.keys[len..len + rlen].copy_from_slice(&rkeys[..rlen]);
+            ln.kids[0] = rkids[0];
+            ln.len = (len + rlen) as u32;
+        } else {
+            ln.keys[len] = sep;
+            ln.keys[len + 1..len + 1 + rlen].copy_from_slice(&rkeys[..rlen]);
+            ln.kids[len + 1..len + 2 + rlen].copy_from_slice(&rkids[..rlen + 1]);
+            ln.len = (len + 1 + rlen) as u32;
+        }
+        self.release(r);
+        let pn = self.node_mut(p);
+        let plen = pn.len as usize;
+        pn.keys.copy_within(s + 1..plen, s);
+        pn.kids.copy_within(s + 2..plen + 1, s + 1);
+        pn.len -= 1;
+    }
+
+    /// Replaces key `old` (present) by `new` (absent). In place when `new`
+    /// keeps `old`'s rank inside its leaf without touching a separator;
+    /// otherwise a remove and an insert. `None` if the insert could not map
+    /// a node (then `old` is gone and `new` absent).
+    pub fn replace(&mut self, old: u128, new: u128) -> Option<()> {
+        if self.depth > 0 {
+            let mut path = [(0, 0); MAX_DEPTH];
+            let leaf = self.find_leaf(old, &mut path);
+            let node = self.node_mut(leaf);
+            let len = node.len as usize;
+            let i = node.keys[..len].partition_point(|&x| x < old);
+            debug_assert!(i < len && node.keys[i] == old);
+            let above_prev = if i > 0 {
+                node.keys[i - 1] < new
+            } else {
+                new >= old
+            };
+            let below_next = if i + 1 < len {
+                new < node.keys[i + 1]
+            } else {
+                new <= old
+            };
+            if above_prev && below_next {
+                node.keys[i] = new;
+                return Some(());
+            }
+        }
+        self.remove(old);
+        self.insert(new)
+    }
+
+    // ------------------------------------------------------------------
+    // Whole-tree operations.
+
+    /// Removes every key (keeps the node array).
+    pub fn clear(&mut self) {
+        self.root = NIL;
+        self.depth = 0;
+        self.len = 0;
+        self.used = 0;
+        self.free = NIL;
+    }
+
+    /// Every key in increasing order.
+    pub fn keys(&self) -> impl Iterator<Item = u128> + '_ {
+        let mut n = self.root;
+        for _ in 1..self.depth {
+            n = self.node(n).kids[0];
+        }
+        let mut i = 0;
+        core::iter::from_fn(move || {
+            if self.depth == 0 || n == NIL {
+                return None;
+            }
+            let node = self.node(n);
+            let k = node.keys[i];
+            i += 1;
+            if i == node.len as usize {
+                (n, i) = (node.kids[0], 0);
+            }
+            Some(k)
+        })
+    }
+
+    /// Verifies every invariant of the module docs; `visit` vets each key.
+    /// Returns the number of keys.
+    pub fn check(
+        &self,
+        visit: &mut dyn FnMut(u128) -> Result<(), &'static str>,
+    ) -> Result<usize, &'static str> {
+        if self.depth == 0 {
+            return if self.len == 0 {
+                Ok(0)
+            } else {
+                Err("size index length is wrong")
+            };
+        }
+        let mut leaves = 0usize;
+        let count = self.check_node(self.root, 1, None, None, &mut leaves)?;
+        let mut last: Option<u128> = None;
+        let mut chained = 0usize;
+        for k in self.keys() {
+            if last.is_some_and(|l| l >= k) {
+                return Err("size index keys are not increasing");
+            }
+            last = Some(k);
+            chained += 1;
+            visit(k)?;
+        }
+        if count != self.len || chained != self.len {
+            return Err("size index length is wrong");
+        }
+        Ok(count)
+    }
+
+    fn check_node(
+        &self,
+        n: u32,
+        level: usize,
+        lo: Option<u128>,
+        hi: Option<u128>,
+        leaves: &mut usize,
+    ) -> Result<usize, &'static str> {
+        if n as usize >= self.used {
+            return Err("size index names a node it never made");
+        }
+        let node = self.node(n);
+        let len = node.len as usize;
+        if len > CAP || (n != self.root && len < MIN) || len == 0 {
+            return Err("size index node has a wrong number of keys");
+        }
+        let keys = &node.keys[..len];
+        if keys.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("size index node keys are not increasing");
+        }
+        let inside = |k: u128| lo.is_none_or(|l| k >= l) && hi.is_none_or(|h| k < h);
+        if level == self.depth {
+            *leaves += 1;
+            if !keys.iter().all(|&k| inside(k)) {
+                return Err("size index key lies outside its separators");
+            }
+            return Ok(len);
+        }
+        if !keys.iter().all(|&k| inside(k)) {
+            return Err("size index separator lies outside its parent's range");
+        }
+        let mut count = 0;
+        for i in 0..=len {
+            let clo = if i == 0 { lo } else { Some(keys[i - 1]) };
+            let chi = if i == len { hi } else { Some(keys[i]) };
+            count += self.check_node(node.kids[i], level + 1, clo, chi, leaves)?;
+        }
+        Ok(count)
+    }
+}
+
+impl Drop for SizeTree {
+    fn drop(&mut self) {
+        if self.cap != 0 {
+            // SAFETY: the array was mapped (or remapped) with this size and
+            // the tree, which alone refers to it, is going away.
+            unsafe { os::unmap_anon(self.nodes as usize, self.cap * core::mem::size_of::<Node>()) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::vec::Vec;
+
+    fn rng(s: &mut u64) -> u64 {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        *s
+    }
+
+    #[test]
+    fn against_btreeset() {
+        let mut t = SizeTree::new();
+        let mut m = BTreeSet::new();
+        let mut s = 0x1234_5678_9abc_def1u64;
+        for step in 0..60_000 {
+            let r = rng(&mut s);
+            let k = key(
+                (r % 300) as u32 + 2,
+                (r >> 20) % 7,
+                ((r >> 32) % 5000) as usize * 16,
+            );
+            match r % 5 {
+                0 | 1 if !m.contains(&k) => {
+                    t.insert(k).unwrap();
+                    m.insert(k);
+                }
+                2 if !m.is_empty() => {
+                    let v: Vec<u128> = m.iter().copied().collect();
+                    let old = v[(r as usize >> 8) % v.len()];
+                    t.remove(old);
+                    m.remove(&old);
+                }
+                3 if !m.is_empty() && !m.contains(&k) => {
+                    let old = *m.range(k..).next().unwrap_or(m.iter().next().unwrap());
+                    t.replace(old, k).unwrap();
+                    m.remove(&old);
+                    m.insert(k);
+                }
+                _ => {}
+            }
+            let probe = key((r % 320) as u32, 0, 0);
+            assert_eq!(t.lower_bound(probe), m.range(probe..).next().copied());
+            if step % 97 == 0 {
+                t.check(&mut |_| Ok(())).unwrap();
+                assert!(t.keys().eq(m.iter().copied()));
+            }
+        }
+        while let Some(&k) = m.iter().next() {
+            t.remove(k);
+            m.remove(&k);
+        }
+        assert_eq!(t.check(&mut |_| Ok(())), Ok(0));
+    }
+}
