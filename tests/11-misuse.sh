@@ -2,8 +2,10 @@
 # Misuse is caught (SPEC §6, ARCHITECTURE §4): each misuse in tests/c/misuse.c
 # must abort with SIGABRT (exit status 134) after exactly one line on stderr,
 #   fitalloc: <what> at 0x<the pointer passed>
-# with <what> one of "double free", "free of a pointer not from malloc",
-# "corrupted block header". Every mode runs under every policy and once more
+# with <what> naming the call that found it: "double free", "free of a
+# pointer not from malloc", "realloc of a freed pointer", "realloc of a
+# pointer not from malloc", "malloc_usable_size of a pointer not from malloc",
+# or "corrupted block header". Every mode runs under every policy and once more
 # with ALLOCATOR_CHECK=1. All modes are tried; the failures are listed at the end.
 . "$(dirname "$0")/lib.sh"
 ulimit -c 0
@@ -14,6 +16,9 @@ out=$BUILD/tmp/misuse.out err=$BUILD/tmp/misuse.err
 DF="double free"
 NM="free of a pointer not from malloc"
 CH="corrupted block header"
+RF="realloc of a freed pointer"
+RN="realloc of a pointer not from malloc"
+UN="malloc_usable_size of a pointer not from malloc"
 
 # mode -> the <what> it must report. What a careful C programmer is told:
 # a pointer freed twice is a double free, whether or not its region is still
@@ -25,7 +30,7 @@ declare -A WANT=(
   [double-free-merged-next]=$DF     # the freed block absorbed a free next block
   [double-free-lone-large]=$DF      # 4 MiB block alone: its region is gone after the first free
   [double-free-lone-small]=$DF      # the heap's only block: its region is gone after the first free
-  [realloc-after-free]=$DF
+  [realloc-after-free]=$RF
   [free-stack]=$NM
   [free-static]=$NM
   [free-mmap]=$NM                   # a page the program mapped itself
@@ -33,11 +38,11 @@ declare -A WANT=(
   [free-interior-16-pattern]=$NM    # p+16 inside a block full of data
   [free-interior-8]=$NM
   [free-interior-large]=$NM         # p+4096 inside a 1 MiB block
-  [realloc-stack]=$NM
-  [realloc-static]=$NM
-  [realloc-interior]=$NM            # realloc(p+32)
-  [usable-static]=$NM               # malloc_usable_size of a static array
-  [usable-stack]=$NM
+  [realloc-stack]=$RN
+  [realloc-static]=$RN
+  [realloc-interior]=$RN            # realloc(p+32)
+  [usable-static]=$UN               # malloc_usable_size of a static array
+  [usable-stack]=$UN
   [corrupt-header]=$CH              # 16 bytes before p overwritten with 0x41
   [corrupt-header-zero]=$CH         # ... with zeroes
   [corrupt-header-bit]=$CH          # one bit flipped

@@ -24,7 +24,7 @@ int main(void)
         }
         memset(names[i], 'x', 100 * (i + 1));
     }
-    free(names[1]); /* leaves a free block between the other two */
+    free(names[1]); /* a free block between the other two, keeping its name */
     print_memory();
     free(names[0]);
     free(names[2]);

@@ -27,7 +27,6 @@ use core::fmt;
 use crate::block::ALIGN;
 use crate::global::{Call, Shared};
 use crate::heap::{Counters, Misuse, Policy};
-use crate::os;
 
 /// A thread-safe fitalloc heap usable as `#[global_allocator]`.
 pub struct FitAlloc {
@@ -80,7 +79,7 @@ impl FitAlloc {
     pub fn write_memory(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         self.shared.with_heaps(|heaps| {
             out.write_str(crate::TITLE)?;
-            for h in heaps {
+            for h in heaps.iter() {
                 h.dump(out)?;
             }
             Ok(())
@@ -97,9 +96,8 @@ impl FitAlloc {
 }
 
 #[cold]
-fn misuse(m: Misuse, p: *mut u8) -> ! {
-    crate::eprint_raw!("fitalloc: {} at {:#x}\n", m.what(), p as usize);
-    os::abort()
+fn misuse(call: Call, m: Misuse, p: *mut u8) -> ! {
+    crate::report::misuse(call, m, p as usize)
 }
 
 fn ptr(p: Option<usize>) -> *mut u8 {
@@ -135,7 +133,7 @@ unsafe impl GlobalAlloc for FitAlloc {
 
     unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
         if let Err(m) = self.shared.free(Call::Free, p as usize) {
-            misuse(m, p);
+            misuse(Call::Free, m, p);
         }
     }
 
@@ -144,7 +142,7 @@ unsafe impl GlobalAlloc for FitAlloc {
         if align <= ALIGN {
             return match self.shared.realloc(Call::Realloc, p as usize, new_size) {
                 Ok(q) => ptr(q),
-                Err(m) => misuse(m, p),
+                Err(m) => misuse(Call::Realloc, m, p),
             };
         }
         // Over-aligned: keep the block if it is already big enough, otherwise
@@ -153,7 +151,7 @@ unsafe impl GlobalAlloc for FitAlloc {
         match self.shared.usable_size(p as usize) {
             Ok(n) if n >= new_size => return p,
             Ok(_) => {}
-            Err(m) => misuse(m, p),
+            Err(m) => misuse(Call::Realloc, m, p),
         }
         // SAFETY: `align` came from a valid layout and `new_size` is the
         // caller's (non-zero, not overflowing when rounded) new size.

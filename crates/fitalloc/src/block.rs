@@ -155,6 +155,21 @@ impl Block {
         self.end() - NAME_AREA
     }
 
+    /// The name area of a named block (the name, NUL padded).
+    pub fn read_name(self) -> [u8; NAME_AREA] {
+        let mut area = [0u8; NAME_AREA];
+        // SAFETY: a named block ends with NAME_AREA bytes of name, inside
+        // its region.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                self.name_addr() as *const u8,
+                area.as_mut_ptr(),
+                NAME_AREA,
+            )
+        };
+        area
+    }
+
     /// The block that follows in memory. The caller must know it exists
     /// (`end() < region end`).
     #[inline]

@@ -57,6 +57,8 @@ const GRANULE_SHIFT: u32 = 4;
 /// 64-bit words of bitmap per cell (256 granules).
 const WORDS: usize = CELL >> GRANULE_SHIFT >> 6;
 const FIRST_CAP: usize = 64;
+/// Tables of at most this many cells (about 45 KiB) never shrink.
+const SHRINK_FLOOR: usize = 1024;
 
 /// The position index (see the module docs).
 pub struct Cells {
@@ -193,14 +195,15 @@ impl Cells {
     }
 
     /// Recomputes cell `c`'s maximum from its free blocks' headers (read
-    /// unchecked: see the module docs).
+    /// unchecked: see the module docs). The result may be larger than the
+    /// leaf (a block of the cell already grew in a merge) or smaller.
     fn refresh(&mut self, c: usize) {
         let mut m = 0;
         self.find_start(c, 0, |g| {
             m = m.max(self.block_at(c, g).units());
             None::<()>
         });
-        self.tree.lower(c, m);
+        self.tree.set(c, m);
     }
 
     /// The free block starting at granule `g` of cell `c`.
@@ -369,13 +372,29 @@ impl Cells {
         Some(())
     }
 
-    /// Region `d` (with no free block left in the index) goes away.
-    pub fn drop_region(&mut self, d: &RegionDesc) {
+    /// Region `d` (with no free block left in the index, already out of
+    /// the heap's list) goes away; `regions` lists the heap's remaining
+    /// regions in list order. A table mostly of dead cells shrinks, so that
+    /// a heap that emptied gives its index memory back too.
+    pub fn drop_region(
+        &mut self,
+        reg: &Registry,
+        d: &RegionDesc,
+        regions: &mut dyn Iterator<Item = u32>,
+    ) {
         debug_assert!({
             let b = d.base() as usize;
             (b..b + (d.size() >> CELL_SHIFT)).all(|c| self.empty(c))
         });
         self.live -= d.size() >> CELL_SHIFT;
+        if self.cap > SHRINK_FLOOR && self.live * 8 <= self.cap {
+            let mut cap = FIRST_CAP;
+            while cap < 2 * self.live {
+                cap *= 2;
+            }
+            // On failure the big table simply stays.
+            let _ = self.relocate(reg, cap, regions);
+        }
     }
 
     /// Moves the cells of `regions` (list order), packed, into a fresh

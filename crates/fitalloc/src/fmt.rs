@@ -51,7 +51,7 @@ pub fn write_fd(fd: i32, args: fmt::Arguments<'_>) {
 /// `format!`-like printing to stderr without allocating.
 #[macro_export]
 macro_rules! eprint_raw {
-    ($($arg:tt)*) => { $crate::fmt::write_fd(2, format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::report::line(format_args!($($arg)*)) };
 }
 
 /// Shows bytes as text, replacing anything that is not printable ASCII.

@@ -1,31 +1,33 @@
 //! Process-wide heaps: what `allocator.so` and the Rust global allocator
 //! type use.
 //!
-//! A [`Shared`] is [`ARENAS`] arenas, each a [`Heap`] behind its own lock.
-//! The first thread that allocates (the main thread) uses arena 0; every
-//! other thread is given one of the others, round robin, remembered in a
-//! pthread key (PITFALLS: no Rust TLS in the malloc path). Each arena is
-//! exact over its own regions, so a single-threaded program behaves exactly
-//! as SPEC §3 says. `free` and `realloc` go to the arena that owns the
-//! block's region (found through the page map), whichever thread calls.
+//! A [`Shared`] is a table of arenas ([`crate::arena`]): each thread
+//! allocates from the arena of its slot, an exact [`Heap`] over its own
+//! regions, so a single-threaded program behaves exactly as SPEC §3 says.
+//! `free`, `realloc` and `malloc_usable_size` find the block's arena
+//! through the page map; a block of another thread's arena is pushed onto
+//! that arena's remote list and freed there at its next call.
 //!
-//! Every operation goes through `Shared::run`: it takes the arena's lock
-//! (none while the process has a single thread), initialises the heap on
-//! first use (malloc is called before any constructor runs), applies changed
-//! options, counts the call, runs the operation, appends a trace record if
-//! tracing, and under `ALLOCATOR_CHECK=1` checks the arena afterwards.
+//! Every operation on an arena goes through `Shared::run`, the hot path:
+//! take the arena's lock (none while the process has a single thread), make
+//! sure the heap exists and the options are current (one comparison when
+//! `environ` did not change), fold in remote frees (one load when there are
+//! none), run the operation; counting calls, tracing and checking the heap
+//! only when asked for.
 
-use core::ffi::{c_char, c_void};
-use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering::*};
+use core::cell::UnsafeCell;
+use core::ffi::c_char;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering::*};
 
+use crate::arena::{self, Remote, MAX_ARENAS, REMOTE_LIMIT};
+use crate::block::{self, ALIGN, HEADER};
 use crate::cache::CachedPages;
-use crate::fmt::FdWriter;
 use crate::heap::{Counters, Heap, Misuse, Policy};
-use crate::lock::{Guard, Lock};
+use crate::lock::{Lock, RawLock};
 use crate::options::Options;
 use crate::os::{self, PageSource};
-use crate::registry::Registry;
+use crate::registry::{Registry, RELEASED};
+use crate::report;
 use crate::trace::{Op, Record};
 use crate::tracer::Tracer;
 
@@ -42,24 +44,13 @@ fn forget(addr: usize, len: usize) {
 
 static NEXT_HEAP_ID: AtomicU32 = AtomicU32::new(1);
 
-/// Arenas per [`Shared`].
-pub const ARENAS: usize = 8;
-
 /// Regions through the process-wide span cache.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SharedPages;
 
 impl PageSource for SharedPages {
     fn page_size(&self) -> usize {
-        static PAGE: AtomicUsize = AtomicUsize::new(0);
-        match PAGE.load(Relaxed) {
-            0 => {
-                let p = os::page_size();
-                PAGE.store(p, Relaxed);
-                p
-            }
-            p => p,
-        }
+        os::page_size_cached()
     }
 
     fn map(&mut self, len: usize) -> Option<(usize, bool)> {
@@ -75,90 +66,6 @@ impl PageSource for SharedPages {
 
 /// The heap type of a process.
 pub type ProcessHeap = Heap<SharedPages>;
-
-// ---------------------------------------------------------------------------
-// Which arena a thread uses.
-
-/// The pthread key holding each thread's arena number + 1 (stored as key +
-/// 1; 0: not created yet; u32::MAX: could not be created).
-static KEY: AtomicU32 = AtomicU32::new(0);
-static NEXT_ARENA: AtomicU32 = AtomicU32::new(0);
-/// `pthread_self()` of the first thread that allocated.
-static FIRST_THREAD: AtomicUsize = AtomicUsize::new(0);
-
-fn self_id() -> usize {
-    // SAFETY: pthread_self has no preconditions and does not allocate.
-    unsafe { libc::pthread_self() as usize }
-}
-
-fn thread_key() -> Option<libc::pthread_key_t> {
-    match KEY.load(Acquire) {
-        0 => {}
-        u32::MAX => return None,
-        k => return Some(k - 1),
-    }
-    let mut k: libc::pthread_key_t = 0;
-    // SAFETY: creating a key without destructor; glibc does not allocate
-    // for the first 32 keys, and allocator.so creates its key early.
-    if unsafe { libc::pthread_key_create(&mut k, None) } != 0 {
-        let _ = KEY.compare_exchange(0, u32::MAX, AcqRel, Acquire);
-        return None;
-    }
-    match KEY.compare_exchange(0, k + 1, AcqRel, Acquire) {
-        Ok(_) => Some(k),
-        Err(won) => {
-            // SAFETY: our key was never used; another thread's won.
-            unsafe { libc::pthread_key_delete(k) };
-            (won != u32::MAX).then(|| won - 1)
-        }
-    }
-}
-
-/// The arena of the calling thread.
-#[inline]
-fn my_arena() -> usize {
-    if os::single_threaded() {
-        if FIRST_THREAD.load(Relaxed) == 0 {
-            FIRST_THREAD.store(self_id(), Relaxed);
-        }
-        return 0;
-    }
-    let key = thread_key();
-    if let Some(k) = key {
-        // SAFETY: reading this thread's value of our key.
-        let v = unsafe { libc::pthread_getspecific(k) } as usize;
-        if v != 0 {
-            return v - 1;
-        }
-    }
-    assign_arena(key)
-}
-
-#[cold]
-fn assign_arena(key: Option<libc::pthread_key_t>) -> usize {
-    let me = self_id();
-    let first = match FIRST_THREAD.compare_exchange(0, me, Relaxed, Relaxed) {
-        Ok(_) => me,
-        Err(f) => f,
-    };
-    let arena = match key {
-        _ if first == me => 0,
-        None => 1 + (me >> 12) % (ARENAS - 1),
-        Some(_) => 1 + NEXT_ARENA.fetch_add(1, Relaxed) as usize % (ARENAS - 1),
-    };
-    if let Some(k) = key {
-        // SAFETY: setting this thread's value of our key; for keys below 32
-        // glibc stores it inline without allocating.
-        unsafe { libc::pthread_setspecific(k, (arena + 1) as *const c_void) };
-    }
-    arena
-}
-
-/// Creates the arena key early (called from allocator.so's constructor), so
-/// that it gets a small key number.
-pub fn prepare_threads() {
-    let _ = thread_key();
-}
 
 // ---------------------------------------------------------------------------
 // Calls.
@@ -232,7 +139,7 @@ impl Call {
 }
 
 // ---------------------------------------------------------------------------
-// The arenas.
+// Arenas.
 
 /// One arena: a lazily created heap plus its options and call counts.
 pub struct Arena {
@@ -240,7 +147,7 @@ pub struct Arena {
     pub heap: Option<ProcessHeap>,
     /// The options last read from the environment.
     pub options: Options,
-    /// Calls per entry point, indexed by `Call as usize`.
+    /// Calls per entry point (counted while `ALLOCATOR_STATS` is on).
     pub calls: [u64; CALLS],
 }
 
@@ -254,6 +161,18 @@ impl Arena {
     }
 }
 
+/// An arena with its lock and its remote-free list (on its own cache line:
+/// other threads write it, the arena's thread mostly reads it).
+#[repr(align(64))]
+struct Slot {
+    lock: RawLock,
+    arena: UnsafeCell<Arena>,
+    remote: Remote,
+}
+
+const CHUNK: usize = 64;
+type Chunk = [Slot; CHUNK];
+
 struct TraceState {
     tracer: Tracer,
     path: *const c_char,
@@ -264,19 +183,21 @@ struct TraceState {
 // process; the state is only used under its lock.
 unsafe impl Send for TraceState {}
 
-/// Process-wide heaps: [`ARENAS`] arenas.
+/// Process-wide heaps: an arena per thread slot.
 pub struct Shared {
-    arenas: [Lock<Arena>; ARENAS],
+    chunks: [AtomicPtr<Chunk>; MAX_ARENAS / CHUNK],
+    /// Taken while a chunk is created (and by fork, which must see them all).
+    grow: RawLock,
     fixed: Option<Policy>,
     /// Heap id of arena 0 (arena i has `base + i`); 0 until first use.
     base: AtomicU32,
     tracing: AtomicBool,
     trace: Lock<TraceState>,
-    /// Where the exit reports go: a close-on-exec copy of stderr taken when
-    /// a report was first asked for (programs such as coreutils close fd 2
-    /// before exiting); -1 until then.
-    report_fd: AtomicI32,
 }
+
+// SAFETY: every arena is used only under its lock (or while the process has
+// one thread); chunks are published once and never freed.
+unsafe impl Sync for Shared {}
 
 /// What an operation returned, as far as `run` needs to know.
 trait Outcome {
@@ -287,7 +208,7 @@ trait Outcome {
 }
 
 impl Outcome for Option<usize> {}
-impl Outcome for Policy {}
+impl Outcome for () {}
 impl<T> Outcome for Result<T, Misuse> {
     fn is_misuse(&self) -> bool {
         self.is_err()
@@ -295,7 +216,8 @@ impl<T> Outcome for Result<T, Misuse> {
 }
 
 fn thread_id() -> u32 {
-    (self_id() >> 6) as u32
+    // SAFETY: pthread_self has no preconditions and does not allocate.
+    (unsafe { libc::pthread_self() } >> 6) as u32
 }
 
 fn record(op: Op, out: Option<usize>) -> Option<Record> {
@@ -311,7 +233,8 @@ impl Shared {
     /// fixed.
     pub const fn new(fixed: Option<Policy>) -> Shared {
         Shared {
-            arenas: [const { Lock::new(Arena::new()) }; ARENAS],
+            chunks: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_ARENAS / CHUNK],
+            grow: RawLock::new(),
             fixed,
             base: AtomicU32::new(0),
             tracing: AtomicBool::new(false),
@@ -320,7 +243,6 @@ impl Shared {
                 path: core::ptr::null(),
                 marks: 0,
             }),
-            report_fd: AtomicI32::new(-1),
         }
     }
 
@@ -329,27 +251,80 @@ impl Shared {
         if b != 0 {
             return b;
         }
-        let fresh = NEXT_HEAP_ID.fetch_add(ARENAS as u32, Relaxed);
+        let fresh = NEXT_HEAP_ID.fetch_add(MAX_ARENAS as u32, Relaxed);
         match self.base.compare_exchange(0, fresh, AcqRel, Acquire) {
             Ok(_) => fresh,
             Err(won) => won,
         }
     }
 
+    /// Arena `i`'s slot, its chunk created if needed.
+    #[inline]
+    fn slot(&self, i: usize) -> &Slot {
+        let chunk = self.chunks[i / CHUNK].load(Acquire);
+        if chunk.is_null() {
+            return self.new_chunk(i);
+        }
+        // SAFETY: published chunks are never freed; `i % CHUNK` is in range.
+        unsafe { &(*chunk)[i % CHUNK] }
+    }
+
+    #[cold]
+    fn new_chunk(&self, i: usize) -> &Slot {
+        let _g = self.grow.lock();
+        let at = &self.chunks[i / CHUNK];
+        let mut chunk = at.load(Acquire);
+        if chunk.is_null() {
+            let bytes = core::mem::size_of::<Chunk>();
+            let Some(mem) = os::map_anon(bytes) else {
+                crate::eprint_raw!("fitalloc: out of memory for a thread's arena\n");
+                os::abort()
+            };
+            chunk = mem as *mut Chunk;
+            for s in 0..CHUNK {
+                // SAFETY: the mapping holds CHUNK slots, none initialised yet.
+                unsafe {
+                    core::ptr::addr_of_mut!((*chunk)[s]).write(Slot {
+                        lock: RawLock::new(),
+                        arena: UnsafeCell::new(Arena::new()),
+                        remote: Remote::new(),
+                    })
+                };
+            }
+            at.store(chunk, Release);
+        }
+        // SAFETY: as in `slot`.
+        unsafe { &(*chunk)[i % CHUNK] }
+    }
+
+    /// The slots of every chunk created so far, in arena order.
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        self.chunks.iter().flat_map(|c| {
+            let chunk = c.load(Acquire);
+            let slots: &[Slot] = if chunk.is_null() {
+                &[]
+            } else {
+                // SAFETY: published chunks are never freed.
+                unsafe { &*chunk }
+            };
+            slots.iter()
+        })
+    }
+
     /// The arena that owns the block at `p`, and what the page map says of
     /// `p` (passed on, so the heap does not look it up again).
+    #[inline]
     fn arena_of(&self, p: usize) -> Result<(usize, u32), Misuse> {
         let id = REGISTRY.lookup(p);
-        let base = self.base.load(Acquire);
-        if id == crate::registry::RELEASED {
+        if id == RELEASED {
             return Err(Misuse::DoubleFree);
         }
+        let base = self.base.load(Relaxed);
         if id == 0 || base == 0 {
             return Err(Misuse::NotOurs);
         }
-        let owner = REGISTRY.desc(id).owner();
-        match owner.checked_sub(base) {
-            Some(i) if (i as usize) < ARENAS => Ok((i as usize, id)),
+        match REGISTRY.desc(id).owner().wrapping_sub(base) {
+            i if (i as usize) < MAX_ARENAS => Ok((i as usize, id)),
             _ => Err(Misuse::NotOurs),
         }
     }
@@ -360,19 +335,45 @@ impl Shared {
     fn run<R: Outcome>(
         &self,
         i: usize,
-        call: Option<Call>,
+        call: Call,
         f: impl FnOnce(&mut ProcessHeap) -> R,
         trace: impl FnOnce(&R) -> Option<Record>,
     ) -> R {
-        let mut guard = self.arenas[i].lock_if_threaded();
-        let st = &mut *guard;
-        if st.options.stale() || st.heap.is_none() {
-            self.refresh(i, st);
+        let slot = self.slot(i);
+        let threaded = !os::single_threaded();
+        if threaded {
+            slot.lock.acquire();
         }
-        if let Some(c) = call {
-            st.calls[c as usize] += 1;
+        // SAFETY: this thread holds the arena's lock, or is the only thread.
+        let a = unsafe { &mut *slot.arena.get() };
+        if a.heap.is_none() || a.options.stale() {
+            self.refresh(i, a);
         }
-        let heap = st.heap.as_mut().expect("heap initialised by refresh");
+        if !slot.remote.is_empty() {
+            self.fold(slot, a);
+        }
+        let r = self.apply(a, call, f, trace);
+        if threaded {
+            slot.lock.release();
+        }
+        r
+    }
+
+    /// The operation itself, with what the options ask around it.
+    #[inline]
+    fn apply<R: Outcome>(
+        &self,
+        a: &mut Arena,
+        call: Call,
+        f: impl FnOnce(&mut ProcessHeap) -> R,
+        trace: impl FnOnce(&R) -> Option<Record>,
+    ) -> R {
+        if a.options.stats {
+            a.calls[call as usize] += 1;
+        }
+        let Some(heap) = a.heap.as_mut() else {
+            unreachable!("heap initialised by refresh")
+        };
         let r = f(heap);
         if self.tracing.load(Relaxed) {
             if let Some(rec) = trace(&r) {
@@ -381,9 +382,8 @@ impl Shared {
         }
         // A misuse is reported by the caller; checking the heap first would
         // report the same broken header under a vaguer name.
-        if st.options.check && !r.is_misuse() {
+        if a.options.check && !r.is_misuse() {
             if let Err((what, at)) = heap.check() {
-                drop(guard);
                 crate::eprint_raw!("fitalloc: heap check failed: {what} at {at:#x}\n");
                 os::abort();
             }
@@ -392,27 +392,99 @@ impl Shared {
     }
 
     #[cold]
-    fn refresh(&self, i: usize, st: &mut Arena) {
-        st.options.read();
-        let policy = self.fixed.or(st.options.policy).unwrap_or_default();
-        let heap = st.heap.get_or_insert_with(|| {
+    #[inline(never)]
+    fn refresh(&self, i: usize, a: &mut Arena) {
+        a.options.read();
+        let policy = self.fixed.or(a.options.policy).unwrap_or_default();
+        let heap = a.heap.get_or_insert_with(|| {
             Heap::new(SharedPages, &REGISTRY, self.base() + i as u32, policy)
         });
         heap.set_policy(policy);
-        heap.set_scribble(st.options.scribble);
-        if (st.options.leak_check || st.options.stats) && self.report_fd.load(Relaxed) < 0 {
-            // SAFETY: duplicating our own stderr; F_DUPFD_CLOEXEC allocates
-            // nothing and keeps the copy out of exec'd programs.
-            let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100) };
-            self.report_fd.store(fd, Relaxed);
+        heap.set_scribble(a.options.scribble);
+        if a.options.leak_check || a.options.stats {
+            report::prepare(true);
         }
-        if !st.options.trace.is_null() && !self.tracing.load(Acquire) {
+        if !a.options.trace.is_null() && !self.tracing.load(Acquire) {
             let mut t = self.trace.lock_if_threaded();
             if !t.tracer.started() {
-                t.path = st.options.trace;
+                t.path = a.options.trace;
                 let path = t.path;
                 t.tracer.start(path, false);
                 self.tracing.store(t.tracer.is_on(), Release);
+            }
+        }
+    }
+
+    /// Frees the blocks other threads pushed onto `slot`'s remote list
+    /// (the caller holds the arena's lock). Every listed block must lie in
+    /// a region of this arena's heap before its link is read.
+    #[cold]
+    #[inline(never)]
+    fn fold(&self, slot: &Slot, a: &mut Arena) {
+        let Some(heap) = a.heap.as_mut() else { return };
+        let key = REGISTRY.secret();
+        let mut p = slot.remote.take();
+        while p != 0 {
+            let id = REGISTRY.lookup(p);
+            if !heap.holds(id, p) {
+                block::corrupted_free_block(p);
+            }
+            // SAFETY: `p` lies in a live region of this heap.
+            let next = unsafe { Remote::next(p, key) };
+            match heap.free_in(id, p) {
+                Ok(()) => {
+                    if self.tracing.load(Relaxed) {
+                        let rec = record(Op::Free { ptr: p as u64 }, None);
+                        self.trace.lock_if_threaded().tracer.write(&rec.unwrap());
+                    }
+                }
+                Err(m) => report::misuse(Call::Free, m, p),
+            }
+            p = next;
+        }
+    }
+
+    /// Pushes the block at `p` (region `id` of arena `i`, not the caller's)
+    /// onto that arena's remote list, after the checks that need nothing
+    /// but the block's own header, which does not change while the block is
+    /// in use. Folds the list itself when the arena has no thread or the
+    /// list is long.
+    fn free_remote(&self, i: usize, id: u32, p: usize) -> Result<(), Misuse> {
+        if foreign_block(id, p).is_err() {
+            // Let the owner's heap say exactly what is wrong (nothing
+            // changes: the block is not valid).
+            return self.run(i, Call::Free, |h| h.free_in(id, p), |_| None);
+        }
+        let slot = self.slot(i);
+        // SAFETY: `p` is the payload of a used block of a live region that
+        // the program gives up; its first word is ours until the fold.
+        let count = unsafe { slot.remote.push(p, REGISTRY.secret()) };
+        if count >= REMOTE_LIMIT {
+            self.fold_for(i, true);
+        } else if !arena::slot_taken(i) {
+            self.fold_for(i, false);
+        }
+        Ok(())
+    }
+
+    /// Folds arena `i`'s remote list from another thread: waiting for the
+    /// lock (`wait`), or only if it is free, then again while the list is
+    /// not empty and no thread owns the arena.
+    #[cold]
+    fn fold_for(&self, i: usize, wait: bool) {
+        let slot = self.slot(i);
+        loop {
+            if wait {
+                slot.lock.acquire();
+            } else if !slot.lock.try_acquire() {
+                return;
+            }
+            // SAFETY: we hold the arena's lock.
+            let a = unsafe { &mut *slot.arena.get() };
+            self.fold(slot, a);
+            slot.lock.release();
+            if slot.remote.is_empty() || arena::slot_taken(i) {
+                return;
             }
         }
     }
@@ -422,16 +494,18 @@ impl Shared {
 
     /// An operation that allocates in the calling thread's arena and is
     /// traced as `op` with its result.
+    #[inline]
     fn alloc_op(
         &self,
         call: Call,
         op: Op,
         f: impl FnOnce(&mut ProcessHeap) -> Option<usize>,
     ) -> Option<usize> {
-        self.run(my_arena(), Some(call), f, |&r| record(op, r))
+        self.run(arena::my_slot(), call, f, |&r| record(op, r))
     }
 
     /// `malloc` (counted as `call`).
+    #[inline]
     pub fn malloc(&self, call: Call, size: usize) -> Option<usize> {
         let op = Op::Malloc { size: size as u64 };
         self.alloc_op(call, op, |h| h.malloc(size))
@@ -467,29 +541,75 @@ impl Shared {
         self.alloc_op(Call::MallocName, op, |h| h.malloc_named(size, name))
     }
 
-    /// `realloc` of a non-null pointer to a non-zero size (in the arena that
-    /// owns the block).
+    /// Whether arena `i` is the calling thread's (always, while the
+    /// process has a single thread).
+    #[inline]
+    fn is_mine(i: usize) -> bool {
+        os::single_threaded() || i == arena::my_slot()
+    }
+
+    /// `realloc` of a non-null pointer to a non-zero size. In the arena
+    /// that owns the block when it is the caller's; a block of another
+    /// thread's arena moves to the caller's (unless it is big enough).
     pub fn realloc(&self, call: Call, p: usize, size: usize) -> Result<Option<usize>, Misuse> {
         let op = Op::Realloc {
             ptr: p as u64,
             size: size as u64,
         };
         let (i, id) = self.arena_of(p)?;
+        if !Self::is_mine(i) {
+            return self.realloc_remote(call, i, id, p, size);
+        }
         self.run(
             i,
-            Some(call),
+            call,
             |h| h.realloc_in(id, p, size),
             |r| record(op, *r.as_ref().ok()?),
         )
     }
 
-    /// `free` of a non-null pointer (in the arena that owns the block).
+    /// `realloc` of a block of another thread's arena: allocate in the
+    /// caller's, copy, and free the old block remotely.
+    fn realloc_remote(
+        &self,
+        call: Call,
+        i: usize,
+        id: u32,
+        p: usize,
+        size: usize,
+    ) -> Result<Option<usize>, Misuse> {
+        let Ok(b) = foreign_block(id, p) else {
+            return self.run(i, call, |h| h.realloc_in(id, p, 0).map(|_| None), |_| None);
+        };
+        if size <= b.usable() {
+            return Ok(Some(p));
+        }
+        let q = if b.is_named() {
+            let name = b.read_name();
+            let len = name.iter().position(|&c| c == 0).unwrap_or(31);
+            self.malloc_named(size, &name[..len])
+        } else {
+            self.malloc(call, size)
+        };
+        let Some(q) = q else { return Ok(None) };
+        // SAFETY: both blocks are live and distinct; `p` holds `usable`
+        // bytes, `q` at least `size` > `usable`.
+        unsafe { core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, b.usable()) };
+        self.free_remote(i, id, p)?;
+        Ok(Some(q))
+    }
+
+    /// `free` of a non-null pointer.
+    #[inline]
     pub fn free(&self, call: Call, p: usize) -> Result<(), Misuse> {
-        let op = Op::Free { ptr: p as u64 };
         let (i, id) = self.arena_of(p)?;
+        if !Self::is_mine(i) {
+            return self.free_remote(i, id, p);
+        }
+        let op = Op::Free { ptr: p as u64 };
         self.run(
             i,
-            Some(call),
+            call,
             |h| h.free_in(id, p),
             |r| r.ok().and_then(|_| record(op, None)),
         )
@@ -498,29 +618,49 @@ impl Shared {
     /// `malloc_usable_size` of a non-null pointer.
     pub fn usable_size(&self, p: usize) -> Result<usize, Misuse> {
         let (i, id) = self.arena_of(p)?;
-        self.run(
-            i,
-            Some(Call::UsableSize),
-            |h| h.usable_size_in(id, p),
-            |_| None,
-        )
+        if !Self::is_mine(i) {
+            if let Ok(b) = foreign_block(id, p) {
+                return Ok(b.usable());
+            }
+        }
+        self.run(i, Call::UsableSize, |h| h.usable_size_in(id, p), |_| None)
     }
 
     // -----------------------------------------------------------------------
     // Looking at every arena.
 
-    /// Locks every arena (in index order) and runs `f` on the heaps that
-    /// exist, in arena order.
-    pub fn with_heaps<R>(&self, f: impl FnOnce(&mut dyn Iterator<Item = &ProcessHeap>) -> R) -> R {
-        let guards: [Guard<'_, Arena>; ARENAS] =
-            core::array::from_fn(|i| self.arenas[i].lock_if_threaded());
-        let mut heaps = guards.iter().filter_map(|g| g.heap.as_ref());
-        f(&mut heaps)
+    /// Locks every arena (in index order), folds the remote frees, and runs
+    /// `f` on the heaps that exist, in arena order.
+    pub fn with_heaps<R>(&self, f: impl FnOnce(&Heaps<'_>) -> R) -> R {
+        let threaded = !os::single_threaded();
+        for slot in self.slots() {
+            if threaded {
+                slot.lock.acquire();
+            }
+            // SAFETY: we hold the arena's lock.
+            self.fold(slot, unsafe { &mut *slot.arena.get() });
+        }
+        let r = f(&Heaps { shared: self });
+        if threaded {
+            for slot in self.slots() {
+                slot.lock.release();
+            }
+        }
+        r
+    }
+
+    /// The arenas, while `with_heaps` holds their locks.
+    fn arenas(&self) -> impl Iterator<Item = &Arena> {
+        // SAFETY: only called by `Heaps` and `at_exit` inside `with_heaps`,
+        // which holds every arena's lock meanwhile.
+        self.slots().map(|s| unsafe { &*s.arena.get() })
     }
 
     /// The policy of the calling thread's arena.
     pub fn policy(&self) -> Policy {
-        self.run(my_arena(), None, |h| h.policy(), |_| None)
+        let mut p = Policy::default();
+        self.run(arena::my_slot(), Call::Malloc, |h| p = h.policy(), |_| None);
+        p
     }
 
     /// Counters summed over the arenas (peaks are sums of per-arena peaks),
@@ -528,7 +668,7 @@ impl Shared {
     pub fn totals(&self) -> (Counters, usize) {
         self.with_heaps(|heaps| {
             let (mut t, mut free) = (Counters::default(), 0);
-            for h in heaps {
+            for h in heaps.iter() {
                 t.add(&h.counters());
                 free += h.free_blocks();
             }
@@ -539,7 +679,7 @@ impl Shared {
     /// Runs the heap checker on every arena.
     pub fn check(&self) -> Result<(), (&'static str, usize)> {
         self.with_heaps(|heaps| {
-            for h in heaps {
+            for h in heaps.iter() {
                 h.check()?;
             }
             Ok(())
@@ -548,10 +688,7 @@ impl Shared {
 
     /// Like `with_heaps`, and first writes a mark record to the trace (if
     /// tracing), so that a replay can stop exactly where this view was taken.
-    pub fn with_heaps_marked<R>(
-        &self,
-        f: impl FnOnce(&mut dyn Iterator<Item = &ProcessHeap>) -> R,
-    ) -> R {
+    pub fn with_heaps_marked<R>(&self, f: impl FnOnce(&Heaps<'_>) -> R) -> R {
         self.with_heaps(|heaps| {
             self.mark();
             f(heaps)
@@ -574,26 +711,16 @@ impl Shared {
     }
 
     /// At exit: writes out the trace and prints the leak report and the
-    /// statistics if asked (stderr, without allocating).
+    /// statistics if asked (without allocating).
     pub fn at_exit(&self) {
         self.trace.lock_if_threaded().tracer.flush();
-        let guards: [Guard<'_, Arena>; ARENAS] =
-            core::array::from_fn(|i| self.arenas[i].lock_if_threaded());
-        let Some(options) = guards.iter().find(|g| g.heap.is_some()).map(|g| g.options) else {
-            return;
-        };
-        let fd = match self.report_fd.load(Relaxed) {
-            fd if fd >= 0 => fd,
-            _ => 2,
-        };
-        let mut w = FdWriter::new(fd);
-        if options.leak_check {
-            let _ = leak_report(&guards, &mut w);
-        }
-        if options.stats {
-            let _ = stats_report(&guards, &mut w);
-        }
-        w.flush();
+        self.with_heaps(|_| {
+            let arenas = || self.arenas().filter(|a| a.heap.is_some());
+            let Some(options) = arenas().next().map(|a| a.options) else {
+                return;
+            };
+            report::at_exit(&options, &mut arenas(), &mut arenas());
+        });
     }
 
     // -----------------------------------------------------------------------
@@ -601,8 +728,9 @@ impl Shared {
 
     /// Fork "prepare" handler: takes every lock and writes out the trace.
     pub fn fork_prepare(&self) {
-        for a in &self.arenas {
-            a.raw().acquire();
+        self.grow.acquire();
+        for slot in self.slots() {
+            slot.lock.acquire();
         }
         self.trace.raw().acquire();
         // SAFETY: this thread holds the trace lock (taken just above) and no
@@ -617,13 +745,15 @@ impl Shared {
         REGISTRY.fork_parent();
         PAGES.raw().release();
         self.trace.raw().release();
-        for a in self.arenas.iter().rev() {
-            a.raw().release();
+        for slot in self.slots() {
+            slot.lock.release();
         }
+        self.grow.release();
     }
 
-    /// Fork "child" handler: the locks' owners are gone; free them, and
-    /// continue the trace in a file of the child's own.
+    /// Fork "child" handler: the locks' owners are gone; free them, give
+    /// the other threads' slots back, and continue any trace in a file of
+    /// the child's own.
     pub fn fork_child(&self) {
         REGISTRY.fork_child();
         PAGES.raw().reset();
@@ -636,76 +766,45 @@ impl Shared {
             self.tracing.store(t.tracer.is_on(), Relaxed);
         }
         self.trace.raw().reset();
-        for a in &self.arenas {
-            a.raw().reset();
+        for slot in self.slots() {
+            slot.lock.reset();
         }
+        self.grow.reset();
+        arena::fork_child();
     }
 }
 
-/// `ALLOCATOR_LEAK_CHECK`: every block still in use, then the total.
-fn leak_report(arenas: &[Guard<'_, Arena>], w: &mut FdWriter) -> core::fmt::Result {
-    let (mut n, mut bytes) = (0usize, 0usize);
-    writeln!(w, "fitalloc: leak check: blocks still in use at exit")?;
-    for heap in arenas.iter().filter_map(|g| g.heap.as_ref()) {
-        for d in heap.regions() {
-            for b in heap.blocks(d).filter(|b| !b.free) {
-                let name = crate::fmt::Text(b.name());
-                let end = b.addr + b.size;
-                writeln!(
-                    w,
-                    "  [BLOCK {:#x}-{end:#x}] {} [USED] '{name}'",
-                    b.addr, b.size
-                )?;
-                n += 1;
-                bytes += b.size;
-            }
-        }
-    }
-    writeln!(w, "{n} blocks lost ({bytes} bytes)")
+/// The heaps of every arena, while [`Shared::with_heaps`] holds their locks.
+pub struct Heaps<'a> {
+    shared: &'a Shared,
 }
 
-/// `ALLOCATOR_STATS`: counters, one `key: value` line each.
-fn stats_report(arenas: &[Guard<'_, Arena>], w: &mut FdWriter) -> core::fmt::Result {
-    let mut c = Counters::default();
-    let mut calls = [0u64; CALLS];
-    let (mut used, mut policy) = (0, Policy::default());
-    for g in arenas {
-        let Some(h) = g.heap.as_ref() else { continue };
-        c.add(&h.counters());
-        for (t, n) in calls.iter_mut().zip(g.calls) {
-            *t += n;
-        }
-        if used == 0 {
-            policy = h.policy();
-        }
-        used += 1;
+impl<'a> Heaps<'a> {
+    /// The heaps that exist, in arena order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a ProcessHeap> + 'a {
+        self.shared.arenas().filter_map(|a| a.heap.as_ref())
     }
-    writeln!(
-        w,
-        "fitalloc: stats (policy {}, {used} arena(s))",
-        policy.name()
-    )?;
-    write!(w, "  calls:")?;
-    for call in Call::ALL {
-        write!(w, " {}={}", call.name(), calls[call as usize])?;
+}
+
+/// A used block of region `id` whose payload is `p`, checked from a thread
+/// that does not own its arena: only the block's own header is read (its
+/// size, region and flags do not change while it is in use), never its
+/// neighbours'.
+fn foreign_block(id: u32, p: usize) -> Result<crate::block::Block, Misuse> {
+    let d = REGISTRY.desc(id);
+    if !p.is_multiple_of(ALIGN) || p < d.start() + HEADER {
+        return Err(Misuse::NotOurs);
     }
-    writeln!(w)?;
-    writeln!(w, "  in use now: {} bytes", c.in_use)?;
-    writeln!(w, "  in use peak: {} bytes", c.peak_in_use)?;
-    writeln!(w, "  mapped now: {} bytes", c.mapped)?;
-    writeln!(w, "  mapped peak: {} bytes", c.peak_mapped)?;
-    writeln!(w, "  regions mapped: {}", c.regions_mapped)?;
-    writeln!(w, "  regions unmapped: {}", c.regions_unmapped)?;
-    let (m, u) = (c.mapped_at_peak_in_use, c.peak_in_use);
-    if u == 0 {
-        return writeln!(w, "  fragmentation at peak: n/a");
+    // SAFETY: `p - HEADER` is 16-aligned inside live region `id`.
+    let b = unsafe { crate::block::Block::from_raw(p - HEADER) };
+    if !b.is_sealed(REGISTRY.secret()) || b.region() != id {
+        return Err(Misuse::Corrupted);
     }
-    // mapped / in use - 1, to three decimals without floating point.
-    let milli = (m as u128 * 1000 / u as u128).saturating_sub(1000);
-    writeln!(
-        w,
-        "  fragmentation at peak: {}.{:03}",
-        milli / 1000,
-        milli % 1000
-    )
+    if b.is_free() {
+        return Err(Misuse::DoubleFree);
+    }
+    if b.end() > d.end() || b.size() < block::MIN_BLOCK {
+        return Err(Misuse::Corrupted);
+    }
+    Ok(b)
 }

@@ -26,13 +26,35 @@ pub enum Misuse {
     Corrupted,
 }
 
+/// The entry point that found a misuse: its report names it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Caller {
+    /// `free` (and the frees of other threads folded later).
+    Free,
+    /// `realloc`, `reallocarray`.
+    Realloc,
+    /// `malloc_usable_size`.
+    UsableSize,
+}
+
 impl Misuse {
-    /// The text of the one-line report.
+    /// The text of the one-line report of `free`.
     pub const fn what(self) -> &'static str {
-        match self {
-            Misuse::DoubleFree => "double free",
-            Misuse::NotOurs => "free of a pointer not from malloc",
-            Misuse::Corrupted => "corrupted block header",
+        self.what_in(Caller::Free)
+    }
+
+    /// The text of the one-line report, naming the call that found it.
+    pub const fn what_in(self, caller: Caller) -> &'static str {
+        match (self, caller) {
+            (Misuse::Corrupted, _) => "corrupted block header",
+            (Misuse::DoubleFree, Caller::Free) => "double free",
+            (Misuse::DoubleFree, Caller::Realloc) => "realloc of a freed pointer",
+            (Misuse::DoubleFree, Caller::UsableSize) => "malloc_usable_size of a freed pointer",
+            (Misuse::NotOurs, Caller::Free) => "free of a pointer not from malloc",
+            (Misuse::NotOurs, Caller::Realloc) => "realloc of a pointer not from malloc",
+            (Misuse::NotOurs, Caller::UsableSize) => {
+                "malloc_usable_size of a pointer not from malloc"
+            }
         }
     }
 }
@@ -361,6 +383,16 @@ impl<S: PageSource> Heap<S> {
         })
     }
 
+    /// Whether `p`, which the page map places in region `id`, is a payload
+    /// address inside a live region of this heap.
+    pub fn holds(&self, id: u32, p: usize) -> bool {
+        if id == 0 || id == crate::registry::RELEASED {
+            return false;
+        }
+        let d = self.reg.desc(id);
+        d.owner() == self.id && p.is_multiple_of(ALIGN) && p >= d.start() + HEADER && p < d.end()
+    }
+
     /// Number of free blocks (the size of the free index).
     pub fn free_blocks(&self) -> usize {
         self.index.len()
@@ -585,7 +617,8 @@ impl<S: PageSource> Heap<S> {
             0 => self.tail = prev,
             n => self.reg.desc(n).set_prev(prev),
         }
-        self.index.drop_region(d);
+        self.index
+            .drop_region(self.reg, d, &mut region_ids(self.reg, self.head));
         self.reg.remove_region(id);
         self.counters.mapped -= size;
         self.counters.regions_unmapped += 1;
@@ -891,12 +924,7 @@ fn region_blocks(d: &RegionDesc) -> impl Iterator<Item = Block> + '_ {
 }
 
 fn read_name(b: Block) -> [u8; NAME_AREA] {
-    let mut area = [0u8; NAME_AREA];
-    // SAFETY: a named block ends with NAME_AREA bytes of name.
-    unsafe {
-        core::ptr::copy_nonoverlapping(b.name_addr() as *const u8, area.as_mut_ptr(), NAME_AREA)
-    };
-    area
+    b.read_name()
 }
 
 fn write_name(b: Block, area: &[u8; NAME_AREA]) {

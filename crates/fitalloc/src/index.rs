@@ -106,10 +106,16 @@ impl FreeIndex {
         }
     }
 
-    /// A region (with no free block left in the index) is being unmapped.
-    pub fn drop_region(&mut self, d: &RegionDesc) {
+    /// A region (with no free block left in the index, already out of the
+    /// heap's list) is being unmapped; `regions` lists the others.
+    pub fn drop_region(
+        &mut self,
+        reg: &Registry,
+        d: &RegionDesc,
+        regions: &mut dyn Iterator<Item = u32>,
+    ) {
         if self.order == Order::Position {
-            self.cells.drop_region(d);
+            self.cells.drop_region(reg, d, regions);
         }
     }
 

@@ -1,20 +1,22 @@
 //! fitalloc: an allocator whose placement you choose and can see.
 //!
 //! Memory comes from the kernel in page-sized *regions*; each region is tiled
-//! by *blocks* linked both ways; a *free index* (an AVL tree living inside the
-//! free blocks) answers each placement *policy* — first, next, best or worst
-//! fit — exactly as a linear scan of the list would, in O(log n).
+//! by *blocks* linked both ways; a *free index* kept outside the heap's
+//! memory answers each placement *policy* — first, next, best or worst fit —
+//! exactly as a linear scan of the list would, in O(log n).
 //!
 //! ```text
 //!   allocator.so (C ABI)        FitAlloc (#[global_allocator])
 //!            \                      /
-//!             global::Shared: 8 arenas, options, trace, stats
-//!                        |
+//!             global::Shared: an arena per thread (arena::Remote for the
+//!                        |     blocks other threads free), options, trace
 //!             heap::Heap: alloc / free / realloc / memalign,
 //!                        |   split and merge, the checker
-//!        +---------------+----------------+
-//!   index::FreeIndex   block::Block   registry::Registry
-//!   (tree::Tree)       (headers)      (page map, region descriptors)
+//!        +---------------+-----------------+
+//!   index::FreeIndex    block::Block    registry::Registry
+//!     cells::Cells + maxtree::MaxTree      (page map, region descriptors)
+//!     (first, next, worst fit)
+//!     sizes::SizeTree (best fit)
 //!        |
 //!   cache::CachedPages -> os (mmap / munmap)
 //! ```
@@ -27,17 +29,25 @@
 //! | [`cache`] | a bounded cache of released spans (a page source) |
 //! | [`registry`] | region descriptors and the page map (address → region) |
 //! | [`block`] | the block header and every pointer step |
-//! | [`tree`] | the intrusive AVL tree (nodes inside free blocks) |
-//! | [`index`] | the free index: per-region trees under a segment tree, or one size-ordered tree |
+//! | [`policy`] | the four policies and the order each needs |
+//! | [`maxtree`] | a 16-ary max tree: the first leaf at least k |
+//! | [`cells`] | the position index: free-block starts per 4 KiB, under a max tree |
+//! | [`sizes`] | the size index: a B+tree keyed by (size, position) |
+//! | [`index`] | the free index the heap talks to (one of the two) |
 //! | [`heap`] | alloc, free, realloc, memalign, split, merge, the checker |
 //! | [`lock`] | a futex lock that never allocates |
-//! | [`global`] | one process-wide heap behind a lock, with options |
+//! | [`arena`] | thread slots, remote-free lists |
+//! | [`global`] | the arenas of a process, options, tracing |
+//! | [`report`] | misuse lines and exit reports, on the start-up stderr |
 //! | [`options`] | `ALLOCATOR_*` read from `environ` |
 //!
 //! Glossary: **region** — one `mmap`ed span; **block** — header plus payload,
-//! tiling a region; **free index** — the tree of free blocks; **policy** — the
-//! rule that picks among fitting free blocks; **position** — (region creation
-//! number, address), the list order every policy is defined over.
+//! tiling a region; **free index** — where the free blocks are found;
+//! **policy** — the rule that picks among fitting free blocks; **position**
+//! — (region creation number, address), the list order every policy is
+//! defined over; **cell** — 4 KiB of a region in the position index;
+//! **arena** — one thread's heap; **remote free** — a free of another
+//! arena's block, handed to that arena.
 //!
 //! The crate is `no_std` and never allocates, so it can run inside `malloc`.
 #![no_std]
@@ -47,6 +57,7 @@
 extern crate std;
 
 mod alloc;
+pub mod arena;
 pub mod block;
 pub mod cache;
 pub mod cells;
@@ -61,6 +72,7 @@ pub mod options;
 pub mod os;
 pub mod policy;
 pub mod registry;
+pub mod report;
 pub mod sizes;
 pub mod trace;
 mod tracer;

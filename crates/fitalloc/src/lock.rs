@@ -42,6 +42,12 @@ impl RawLock {
         }
     }
 
+    /// Takes the lock if it is free; false if someone holds it.
+    #[inline]
+    pub fn try_acquire(&self) -> bool {
+        self.state.compare_exchange(0, 1, Acquire, Relaxed).is_ok()
+    }
+
     #[cold]
     fn acquire_slow(&self) {
         for _ in 0..100 {
@@ -75,7 +81,7 @@ impl RawLock {
 fn futex(word: &AtomicU32, op: i32, val: u32) {
     // SAFETY: the futex word is a live, aligned u32; a null timeout waits
     // without limit; FUTEX_WAIT returns at once if the word changed.
-    unsafe {
+    crate::os::keep_errno(|| unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -83,7 +89,7 @@ fn futex(word: &AtomicU32, op: i32, val: u32) {
             val,
             core::ptr::null::<libc::timespec>(),
         )
-    };
+    });
 }
 
 /// Releases a [`RawLock`] when dropped.

@@ -6,6 +6,7 @@
 //! pointer of every option found. Any difference means "read again".
 
 use core::ffi::c_char;
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use crate::heap::Policy;
 
@@ -42,9 +43,6 @@ pub struct Options {
     len: usize,
     /// Per key: (index in environ, entry pointer), pointer 0 if absent.
     found: [(usize, usize); KEYS.len()],
-    /// Hash of the last unknown policy value warned about (one warning per
-    /// value, however often the environment is rebuilt).
-    warned: u64,
 }
 
 // SAFETY: `trace` points into the environment, which lives for the process;
@@ -71,7 +69,6 @@ impl Options {
             env: 0,
             len: 0,
             found: [(0, 0); KEYS.len()],
-            warned: 0,
         }
     }
 
@@ -98,10 +95,8 @@ impl Options {
 
     /// Reads every option from the environment.
     pub fn read(&mut self) {
-        let warned = self.warned;
         *self = Options::new();
         self.read = true;
-        self.warned = warned;
         let env = environ_ptr();
         self.env = env as usize;
         if env.is_null() {
@@ -134,13 +129,8 @@ impl Options {
         match key {
             0 => {
                 self.policy = Policy::from_name(value);
-                let hash = fnv1a(value);
-                if self.policy.is_none() && !value.is_empty() && self.warned != hash {
-                    self.warned = hash;
-                    crate::eprint_raw!(
-                        "fitalloc: unknown ALLOCATOR_ALGORITHM '{}', using first_fit\n",
-                        crate::fmt::Text(value)
-                    );
+                if self.policy.is_none() && !value.is_empty() {
+                    warn_unknown_policy(value);
                 }
             }
             1 => self.scribble = on,
@@ -158,12 +148,26 @@ impl Options {
     }
 }
 
-/// FNV-1a, never 0 (0 means "nothing warned yet").
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    });
-    h | 1
+/// Longest part of an unknown policy value that the warning shows.
+const SHOWN: usize = 40;
+
+/// Warns about an unknown `ALLOCATOR_ALGORITHM` value, once per process
+/// (however many arenas read it, however often the environment changes),
+/// showing at most its first `SHOWN` bytes.
+fn warn_unknown_policy(value: &[u8]) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.swap(true, Relaxed) {
+        return;
+    }
+    let (shown, more) = if value.len() > SHOWN {
+        (&value[..SHOWN], "...")
+    } else {
+        (value, "")
+    };
+    crate::eprint_raw!(
+        "fitalloc: unknown ALLOCATOR_ALGORITHM '{}{more}', using first_fit\n",
+        crate::fmt::Text(shown)
+    );
 }
 
 fn environ_ptr() -> *const *const c_char {

@@ -52,6 +52,20 @@ pub fn page_size() -> usize {
     }
 }
 
+/// The system page size, asked once.
+#[inline]
+pub fn page_size_cached() -> usize {
+    static PAGE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+    match PAGE.load(core::sync::atomic::Ordering::Relaxed) {
+        0 => {
+            let p = page_size();
+            PAGE.store(p, core::sync::atomic::Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
+}
+
 /// Maps `len` bytes of fresh zeroed memory; `None` if the kernel refuses.
 pub fn map_anon(len: usize) -> Option<usize> {
     // SAFETY: an anonymous private mapping at an address of the kernel's
@@ -88,11 +102,27 @@ pub unsafe fn remap_anon(addr: usize, old: usize, new: usize) -> Option<usize> {
 /// The span must have come from `map_anon` and must not be used afterwards.
 pub unsafe fn unmap_anon(addr: usize, len: usize) {
     // SAFETY: the caller gives up the span; munmap of our own mapping is sound.
-    unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+    keep_errno(|| unsafe { libc::munmap(addr as *mut libc::c_void, len) });
 }
 
-/// Writes all of `bytes` to a file descriptor, retrying short writes.
-pub fn write_all(fd: i32, mut bytes: &[u8]) {
+/// Runs `f` (a system call) and puts `errno` back as it was: `free` and
+/// the other calls that must not change `errno` reach no system call
+/// except through this.
+#[inline]
+pub fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
+    let saved = errno();
+    let r = f();
+    set_errno(saved);
+    r
+}
+
+/// Writes all of `bytes` to a file descriptor, retrying short writes;
+/// `errno` is left as it was.
+pub fn write_all(fd: i32, bytes: &[u8]) {
+    keep_errno(|| write_all_raw(fd, bytes))
+}
+
+fn write_all_raw(fd: i32, mut bytes: &[u8]) {
     while !bytes.is_empty() {
         // SAFETY: the pointer and length describe a live slice.
         let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };

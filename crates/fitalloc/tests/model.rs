@@ -698,6 +698,8 @@ struct Gen {
     switch_policy: bool,
     inject_oom: bool,
     failing: bool,
+    /// Grow to `max_live`, then shrink to empty, without random turns.
+    steady: bool,
 }
 
 impl Gen {
@@ -709,6 +711,7 @@ impl Gen {
             switch_policy: false,
             inject_oom: false,
             failing: false,
+            steady: false,
         }
     }
 
@@ -720,7 +723,7 @@ impl Gen {
         if live.is_empty() {
             self.grow = true;
         }
-        if r.below(2000) == 0 {
+        if !self.steady && r.below(2000) == 0 {
             self.grow = !self.grow;
         }
         if self.switch_policy && r.below(300) == 0 {
@@ -866,6 +869,22 @@ fn differential_best_fit() {
 #[test]
 fn differential_worst_fit() {
     run_policy(Policy::WorstFit);
+}
+
+/// Heaps of thousands of live blocks and megabytes of regions, so that the
+/// position index's max tree has three levels and relocates its cells
+/// several times (the default runs stay within a few hundred KiB).
+#[test]
+fn differential_large_heap() {
+    let total = (ops_per_policy() / 25).max(8_000);
+    for policy in Policy::ALL {
+        let seed = base_seed() ^ 0x1a7e ^ (policy as u64) << 48;
+        let mut gen = Gen::new(seed, 3000);
+        gen.steady = true;
+        let stats = drive(policy, gen, total, "large");
+        println!("large heap, {}: {total} ops: {stats:?}", policy.name());
+        assert!(stats.max_live >= 2000, "the heap never grew large");
+    }
 }
 
 /// (a) The policy changes in the middle of runs; the model switches too.

@@ -44,9 +44,8 @@ fn result(p: Option<usize>) -> *mut c_void {
 }
 
 #[cold]
-fn misuse(m: Misuse, p: *mut c_void) -> ! {
-    eprint_raw!("fitalloc: {} at {:#x}\n", m.what(), p as usize);
-    os::abort()
+fn misuse(call: Call, m: Misuse, p: *mut c_void) -> ! {
+    fitalloc::report::misuse(call, m, p as usize)
 }
 
 fn alloc(call: Call, size: usize) -> *mut c_void {
@@ -57,11 +56,9 @@ fn dealloc(call: Call, p: *mut c_void) {
     if p.is_null() {
         return;
     }
-    let saved = errno();
     if let Err(m) = HEAP.free(call, p as usize) {
-        misuse(m, p);
+        misuse(call, m, p);
     }
-    set_errno(saved);
 }
 
 fn resize(call: Call, p: *mut c_void, size: usize) -> *mut c_void {
@@ -74,7 +71,7 @@ fn resize(call: Call, p: *mut c_void, size: usize) -> *mut c_void {
     }
     match HEAP.realloc(call, p as usize, size) {
         Ok(q) => result(q),
-        Err(m) => misuse(m, p),
+        Err(m) => misuse(call, m, p),
     }
 }
 
@@ -213,7 +210,7 @@ pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     }
     match HEAP.usable_size(p as usize) {
         Ok(n) => n,
-        Err(m) => misuse(m, p),
+        Err(m) => misuse(Call::UsableSize, m, p),
     }
 }
 
@@ -420,15 +417,8 @@ pub unsafe extern "C" fn write_memory(fp: *mut libc::FILE) {
 
 /// Renders the dump of every arena into a fresh mapping; returns (address,
 /// length, mapped length).
-fn render(
-    heaps: &mut dyn Iterator<Item = &fitalloc::global::ProcessHeap>,
-) -> Option<(usize, usize, usize)> {
-    let mut list: [Option<&fitalloc::global::ProcessHeap>; fitalloc::global::ARENAS] =
-        [None; fitalloc::global::ARENAS];
-    for (slot, h) in list.iter_mut().zip(heaps) {
-        *slot = Some(h);
-    }
-    let lines: usize = list.iter().flatten().map(|h| h.dump_lines()).sum();
+fn render(heaps: &fitalloc::global::Heaps<'_>) -> Option<(usize, usize, usize)> {
+    let lines: usize = heaps.iter().map(|h| h.dump_lines()).sum();
     let bytes = fitalloc::TITLE.len() + lines * fitalloc::MAX_LINE;
     let mapped = fitalloc::block::round_up(bytes, os::page_size())?;
     let buf = os::map_anon(mapped)?;
@@ -436,7 +426,7 @@ fn render(
     let slice = unsafe { core::slice::from_raw_parts_mut(buf as *mut u8, mapped) };
     let mut w = fitalloc::fmt::SliceWriter::new(slice);
     let _ = core::fmt::Write::write_str(&mut w, fitalloc::TITLE);
-    for h in list.iter().flatten() {
+    for h in heaps.iter() {
         let _ = h.dump(&mut w);
     }
     let len = w.bytes().len();
@@ -459,7 +449,10 @@ extern "C" fn fork_child() {
 }
 
 extern "C" fn on_load() {
-    fitalloc::global::prepare_threads();
+    fitalloc::arena::prepare_threads();
+    let mut options = fitalloc::options::Options::new();
+    options.read();
+    fitalloc::report::prepare(options.leak_check || options.stats);
     // SAFETY: registering three handlers that only touch our own locks.
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
 }

@@ -1,0 +1,235 @@
+//! Arenas: every thread allocates from a heap of its own.
+//!
+//! ```text
+//!  thread slots (process-wide bitmap)    arena table of a `Shared` (chunks of 64)
+//!   slot 0: main thread  ───────────────>  [ lock | remote list | Arena { heap, options, calls } ]
+//!   slot 1: worker A     ───────────────>  [ lock | remote list | Arena ... ]
+//!   slot 2: (free: its thread exited; the next new thread takes it, heap and all)
+//! ```
+//!
+//! - A thread's **slot** is the lowest free number when it first allocates
+//!   (the first thread gets 0), kept in a pthread key whose destructor gives
+//!   it back when the thread exits. Every [`crate::global::Shared`] uses
+//!   arena `slot` for that thread, so a thread's malloc and free of its own
+//!   blocks take only its own arena's lock, which nobody else wants.
+//! - A block freed by **another** thread is pushed onto its arena's
+//!   [`Remote`] list (one compare-and-swap); the arena's user folds the list
+//!   into its heap at its next call. The list is linked through the freed
+//!   blocks' first payload word, encoded with the heap's key and checked
+//!   (page map, owner) before it is followed, so a program writing into a
+//!   freed block cannot steer the fold. A list whose arena has no thread
+//!   (it exited) or that grows past [`REMOTE_LIMIT`] is folded by the
+//!   pusher itself, under the arena's lock: no list grows without bound.
+//! - More than [`MAX_ARENAS`] live threads share arenas (the lock makes
+//!   that correct, only slower).
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+use crate::os;
+
+/// Arenas (and thread slots) at most.
+pub const MAX_ARENAS: usize = 1024;
+/// A remote list this long is folded by the thread that pushes onto it.
+pub const REMOTE_LIMIT: u64 = 1024;
+
+static TAKEN: [AtomicU64; MAX_ARENAS / 64] = [const { AtomicU64::new(0) }; MAX_ARENAS / 64];
+/// The pthread key holding each thread's slot + 1 (stored as key + 1; 0:
+/// not created yet; u32::MAX: could not be created).
+static KEY: AtomicU32 = AtomicU32::new(0);
+/// Whether the first thread's slot (0) was claimed and stored in its key.
+static MAIN_SET: AtomicU32 = AtomicU32::new(0);
+
+/// Whether slot `s` belongs to a live thread.
+pub fn slot_taken(s: usize) -> bool {
+    TAKEN[s / 64].load(Relaxed) & 1 << (s % 64) != 0
+}
+
+/// Claims the lowest free slot; `None` if all are taken.
+fn claim() -> Option<usize> {
+    for (w, word) in TAKEN.iter().enumerate() {
+        let mut v = word.load(Relaxed);
+        while v != !0 {
+            let bit = (!v).trailing_zeros() as usize;
+            match word.compare_exchange_weak(v, v | 1 << bit, AcqRel, Relaxed) {
+                Ok(_) => return Some(w * 64 + bit),
+                Err(now) => v = now,
+            }
+        }
+    }
+    None
+}
+
+fn release(s: usize) {
+    TAKEN[s / 64].fetch_and(!(1 << (s % 64)), AcqRel);
+}
+
+/// The thread is exiting: its slot (and arena) is free for the next thread.
+extern "C" fn thread_exit(value: *mut c_void) {
+    let v = value as usize;
+    if v != 0 && v - 1 < MAX_ARENAS {
+        release(v - 1);
+    }
+}
+
+fn thread_key() -> Option<libc::pthread_key_t> {
+    match KEY.load(Acquire) {
+        0 => {}
+        u32::MAX => return None,
+        k => return Some(k - 1),
+    }
+    let mut k: libc::pthread_key_t = 0;
+    // SAFETY: creating a key with a destructor that only clears a bit;
+    // glibc does not allocate for the first 32 keys, and allocator.so
+    // creates its key from its constructor, early.
+    if unsafe { libc::pthread_key_create(&mut k, Some(thread_exit)) } != 0 {
+        let _ = KEY.compare_exchange(0, u32::MAX, AcqRel, Acquire);
+        return None;
+    }
+    match KEY.compare_exchange(0, k + 1, AcqRel, Acquire) {
+        Ok(_) => Some(k),
+        Err(won) => {
+            // SAFETY: our key was never used; another thread's won.
+            unsafe { libc::pthread_key_delete(k) };
+            (won != u32::MAX).then(|| won - 1)
+        }
+    }
+}
+
+/// Creates the slot key early (called from allocator.so's constructor), so
+/// that it gets a small key number.
+pub fn prepare_threads() {
+    let _ = thread_key();
+}
+
+/// The calling thread's slot (its arena number).
+#[inline]
+pub fn my_slot() -> usize {
+    if os::single_threaded() && MAIN_SET.load(Relaxed) != 0 {
+        return 0;
+    }
+    my_slot_slow()
+}
+
+#[inline(never)]
+fn my_slot_slow() -> usize {
+    let key = thread_key();
+    if let Some(k) = key {
+        // SAFETY: reading this thread's value of our key.
+        let v = unsafe { libc::pthread_getspecific(k) } as usize;
+        if v != 0 {
+            return v - 1;
+        }
+    }
+    let slot = claim().unwrap_or_else(|| {
+        // More live threads than arenas: share one, chosen by thread.
+        // SAFETY: pthread_self has no preconditions and does not allocate.
+        (unsafe { libc::pthread_self() } as usize >> 12) % MAX_ARENAS
+    });
+    if let Some(k) = key {
+        // SAFETY: setting this thread's value of our key; for keys below 32
+        // glibc stores it inline without allocating.
+        unsafe { libc::pthread_setspecific(k, (slot + 1) as *const c_void) };
+    }
+    if slot == 0 && os::single_threaded() {
+        MAIN_SET.store(1, Relaxed);
+    }
+    slot
+}
+
+/// Fork "child": only the forking thread lives on; every other slot is
+/// free again (their arenas, with their blocks, go to the next threads).
+pub fn fork_child() {
+    let mine = match thread_key() {
+        // SAFETY: reading this thread's value of our key.
+        Some(k) => (unsafe { libc::pthread_getspecific(k) }) as usize,
+        None => 0,
+    };
+    for w in &TAKEN {
+        w.store(0, Relaxed);
+    }
+    if mine != 0 && mine - 1 < MAX_ARENAS {
+        TAKEN[(mine - 1) / 64].fetch_or(1 << ((mine - 1) % 64), Relaxed);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The remote-free list.
+
+const ADDR_BITS: u32 = 44;
+const ADDR_MASK: u64 = (1 << ADDR_BITS) - 1;
+const COUNT_MAX: u64 = (1 << (64 - ADDR_BITS)) - 1;
+
+/// Blocks freed by other threads, waiting for their arena (see the module
+/// docs). The head word packs the first block's address / 16 and the
+/// list's length, so one compare-and-swap updates both.
+#[repr(align(64))]
+pub struct Remote {
+    head: AtomicU64,
+}
+
+impl Default for Remote {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The encoded link stored in a listed block's first payload word.
+#[inline]
+fn encode(p: usize, next: usize, key: u64) -> u64 {
+    next as u64 ^ key ^ (p as u64).rotate_left(29)
+}
+
+impl Remote {
+    /// An empty list.
+    pub const fn new() -> Remote {
+        Remote {
+            head: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the list may hold blocks (one relaxed load).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.head.load(Relaxed) == 0
+    }
+
+    /// Pushes the block whose payload is `p` (16-aligned, inside a region
+    /// of the arena's heap, no longer used by the program); returns the
+    /// list's length after the push (saturating).
+    ///
+    /// # Safety
+    /// `p` must be the payload of a block of a live region, with at least 8
+    /// bytes that nothing else writes until the list is taken.
+    pub unsafe fn push(&self, p: usize, key: u64) -> u64 {
+        let mut h = self.head.load(Relaxed);
+        loop {
+            let next = ((h & ADDR_MASK) << 4) as usize;
+            // SAFETY: the caller gives us `p`'s first payload word.
+            unsafe { (p as *mut u64).write(encode(p, next, key)) };
+            let count = ((h >> ADDR_BITS) + 1).min(COUNT_MAX);
+            let new = (p as u64 >> 4) | count << ADDR_BITS;
+            match self.head.compare_exchange_weak(h, new, Release, Relaxed) {
+                Ok(_) => return count,
+                Err(now) => h = now,
+            }
+        }
+    }
+
+    /// Takes the whole list; returns its first payload address (0: empty).
+    #[inline]
+    pub fn take(&self) -> usize {
+        ((self.head.swap(0, Acquire) & ADDR_MASK) << 4) as usize
+    }
+
+    /// The payload after `p` in a taken list (0 at the end), read from
+    /// `p`'s first word; the caller checks it before following it.
+    ///
+    /// # Safety
+    /// `p` must be a payload of a taken list (checked to be the heap's).
+    pub unsafe fn next(p: usize, key: u64) -> usize {
+        // SAFETY: the caller checked that `p` lies in a region of the heap.
+        let word = unsafe { (p as *const u64).read() };
+        (word ^ key ^ (p as u64).rotate_left(29)) as usize
+    }
+}
