@@ -15,7 +15,7 @@ workload's result signature (CHECK line or output hash) against glibc's.
 Environment equivalents: BENCH_RUNS, BENCH_ONLY, BENCH_QUICK=1,
 BENCH_ALLOCATORS, BENCH_PYTHON (the python3 for workload f).
 Outputs (in --out, default bench/results): results.csv, table.md, bench.svg,
-scaling.svg, raw.json; the table also goes to stdout.
+scaling.svg, scaling-distinct.svg, raw.json; the table also goes to stdout.
 """
 import argparse
 import csv
@@ -172,6 +172,12 @@ def build_rows(args, tmp):
         exp = len(str(n)) - 1
         rows.append(Row("b", "b-n1e%d" % exp, "b frag n=1e%d (ns/alloc)" % exp,
                         [b("frag"), "n=%d" % n, "iters=%d" % (2e5 if q else 1e6)],
+                        unit_metric=("ns_per_alloc", "ns"), policies=True))
+    # (b') the same search past n holes of n distinct sizes
+    for n in (100, 1000, 10000, 100000):
+        exp = len(str(n)) - 1
+        rows.append(Row("b2", "b2-n1e%d" % exp, "b' frag distinct sizes n=1e%d (ns/alloc)" % exp,
+                        [b("frag_distinct"), "n=%d" % n, "iters=%d" % (1e5 if q else 3e5)],
                         unit_metric=("ns_per_alloc", "ns"), policies=True))
     # (c)
     ops = 400000 if q else 2000000
@@ -398,18 +404,20 @@ def count_syscalls(cfg, cmd_base, iters_pair, log):
 # ---------------------------------------------------------------- reporting
 
 def derived(rows, results, main, policies):
-    """(b) scaling ratios and (c) thread ratios, by config name."""
+    """(b) and (b') scaling ratios and (c) thread ratios, by config name."""
     rowmap = {r.key: r for r in rows}
     scal = {}
-    for cfg in main + policies:
-        per_n = {}
-        for exp in (2, 3, 4, 5):
-            key = "b-n1e%d" % exp
-            if key in results and cfg.name in results[key]:
-                per_n[exp] = value_of(rowmap[key], results[key][cfg.name])
-        if per_n:
-            ratio = per_n[5] / per_n[2] if per_n.get(5) and per_n.get(2) else None
-            scal[cfg.name] = (per_n, ratio)
+    for group in ("b", "b2"):
+        scal[group] = {}
+        for cfg in main + policies:
+            per_n = {}
+            for exp in (2, 3, 4, 5):
+                key = "%s-n1e%d" % (group, exp)
+                if key in results and cfg.name in results[key]:
+                    per_n[exp] = value_of(rowmap[key], results[key][cfg.name])
+            if per_n:
+                ratio = per_n[5] / per_n[2] if per_n.get(5) and per_n.get(2) else None
+                scal[group][cfg.name] = (per_n, ratio)
     thr = {}
     for cfg in main:
         entry = {}
@@ -460,11 +468,14 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
 
     scal, thr = derived(rows, results, main, policies)
     sc_header = ["allocator", "n=1e2", "n=1e3", "n=1e4", "n=1e5", "1e5/1e2"]
-    sc_lines = []
-    for name, (per_n, ratio) in scal.items():
-        label = name + (" (first_fit)" if name == "fitalloc" else "")
-        sc_lines.append([label] + [fmt_num(per_n.get(e)) + " ns" if per_n.get(e) else "-" for e in (2, 3, 4, 5)] +
-                        ["%.2f" % ratio if ratio else "-"])
+    sc = {}
+    for group in ("b", "b2"):
+        sc[group] = []
+        for name, (per_n, ratio) in scal[group].items():
+            label = name + (" (first_fit)" if name == "fitalloc" else "")
+            sc[group].append([label] + [fmt_num(per_n.get(e)) + " ns" if per_n.get(e) else "-" for e in (2, 3, 4, 5)] +
+                             ["%.2f" % ratio if ratio else "-"])
+    sc_lines = sc["b"]
 
     th_header = ["allocator", "p/c 1T", "p/c 2T", "p/c 4T", "p/c 2T/1T", "server 1T", "server 2T", "server 4T", "server 2T/1T"]
     th_lines = []
@@ -474,6 +485,18 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
             vals, r21 = entry.get(mode, ({}, None))
             cells += [fmt_num(vals.get(t)) if vals.get(t) else "-" for t in (1, 2, 4)] + ["%.2f" % r21 if r21 else "-"]
         th_lines.append(cells)
+
+    # (b') on fitalloc: did the workload lay out n holes of n distinct sizes?
+    for row in rows:
+        if row.group != "b2":
+            continue
+        n = int(float(row.key.split("-n")[1]))
+        for name, slot in results[row.key].items():
+            for r in slot["runs"][:1]:
+                d = r["metrics"].get("distinct_hole_sizes")
+                if d is not None and (d < n or r["metrics"].get("usable_blocks") != 1):
+                    notes.append("%s / %s: layout not as designed: %d holes of %d distinct sizes, %d usable free blocks" % (
+                        row.key, name, r["metrics"].get("holes", 0), d, r["metrics"].get("usable_blocks", 0)))
 
     sy_header = ["allocator", "mmap+munmap / iter", "brk+mremap+madvise / iter", "page faults / iter"]
     num = lambda v, d: "%.*f" % (d, v) if abs(v) >= 0.5 * 10 ** -d else "0"  # no "-0"
@@ -487,7 +510,7 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
                 errors.append("%s / %s: %s" % (row.key, name, slot["error"]))
 
     intro = ("Median of %d run(s) per cell; ratios are allocator / glibc in the same run (below 1 is better). "
-             "Time is wall time of the whole process, except (b): ns per searching allocation measured inside the workload. "
+             "Time is wall time of the whole process, except (b) and (b'): ns per searching allocation measured inside the workload. "
              "RSS is the peak resident set (wait4)." % meta["runs"])
     md = ["# fitalloc benchmark results", "", "Command: `%s`  " % meta["command"],
           "Machine: %s, %s CPUs, %s; load average at start %s, at end %s  " % (
@@ -497,6 +520,10 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
     md += ["", "## (b) fragmentation scaling: ns per allocation vs number of free blocks n", "",
            "Target: n=1e5 / n=1e2 at most 2 for every policy (a linear scan would be about 1000).", ""]
     md += md_table(sc_header, sc_lines)
+    if sc["b2"]:
+        md += ["", "## (b') fragmentation scaling with n distinct hole sizes: ns per allocation vs n", "",
+               "The n holes have n different sizes (16 B to 16n B), so a size-ordered index holds n keys. Same target.", ""]
+        md += md_table(sc_header, sc["b2"])
     md += ["", "## (c) threads: throughput (million allocations+frees per second, all threads)", "",
            "2T/1T is the scaling from one to two threads; the target is fitalloc's at least glibc's.", ""]
     md += md_table(th_header, th_lines)
@@ -506,9 +533,13 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
     if notes or errors:
         md += ["", "## Notes", ""] + ["- " + n for n in notes] + ["- **error** " + e for e in errors]
     md += ["", "![time and RSS ratios](bench.svg)", "", "![fragmentation scaling](scaling.svg)", ""]
+    if sc["b2"]:
+        md += ["![fragmentation scaling, distinct hole sizes](scaling-distinct.svg)", ""]
 
     txt = ["", "fitalloc benchmark: " + intro, ""] + text_table(header, lines)
     txt += ["", "(b) fragmentation scaling, ns per allocation:"] + text_table(sc_header, sc_lines)
+    if sc["b2"]:
+        txt += ["", "(b') fragmentation scaling, n distinct hole sizes, ns per allocation:"] + text_table(sc_header, sc["b2"])
     txt += ["", "(c) threads, Mops/s:"] + text_table(th_header, th_lines)
     if sy_lines:
         txt += ["", "(e) syscalls and page faults per iteration (steady state):"] + text_table(sy_header, sy_lines)
@@ -544,9 +575,10 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
                         a, b = value_of(row, slot, what), value_of(row, g, what)
                         if a is not None and b:
                             w.writerow([row.key, name, mname, "", "%.4f" % (a / b), "", "", n])
-        for name, (per_n, ratio) in scal.items():
-            if ratio:
-                w.writerow(["b-scaling", name, "ns_per_alloc_1e5_over_1e2", "", "%.4f" % ratio, "", "", ""])
+        for group in ("b", "b2"):
+            for name, (per_n, ratio) in scal[group].items():
+                if ratio:
+                    w.writerow(["%s-scaling" % group, name, "ns_per_alloc_1e5_over_1e2", "", "%.4f" % ratio, "", "", ""])
         for name, entry in thr.items():
             for mode, (vals, r21) in entry.items():
                 if r21:
@@ -572,11 +604,14 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
     if have_glibc:
         svgplot.bars(os.path.join(outdir, "bench.svg"), groups, others,
                      "fitalloc benchmark: ratio to glibc (median of %d runs; lower is better)" % meta["runs"])
-    series = {}
-    for name, (per_n, ratio) in scal.items():
-        series[name + (" (first_fit)" if name == "fitalloc" else "")] = [(10 ** e, per_n[e]) for e in sorted(per_n) if per_n[e]]
-    svgplot.loglog(os.path.join(outdir, "scaling.svg"), series,
-                   "(b) fragmentation scaling: time per searching allocation vs free blocks n")
+    for group, fname, title in (("b", "scaling.svg", "(b) fragmentation scaling: time per searching allocation vs free blocks n"),
+                                ("b2", "scaling-distinct.svg", "(b') the same with n distinct hole sizes")):
+        if group == "b2" and not scal[group]:
+            continue
+        series = {}
+        for name, (per_n, ratio) in scal[group].items():
+            series[name + (" (first_fit)" if name == "fitalloc" else "")] = [(10 ** e, per_n[e]) for e in sorted(per_n) if per_n[e]]
+        svgplot.loglog(os.path.join(outdir, fname), series, title)
 
     with open(os.path.join(outdir, "raw.json"), "w") as f:
         json.dump({"meta": meta, "notes": notes, "syscalls": sysc,
@@ -658,7 +693,7 @@ def main():
             sel = set(x.strip() for x in args.only.split(",") if x.strip())
             rows = [r for r in rows if r.group in sel or r.key in sel]
             if not rows:
-                sys.exit("bench: --only %s matches no workload (groups a-f or keys like b-n1e5)" % args.only)
+                sys.exit("bench: --only %s matches no workload (groups a-f, b2, or keys like b-n1e5)" % args.only)
         if args.profile:
             log("bench: profiling %s under %s (allocator.so sha256 %s)" % (args.profile, args.profile_allocator, snap_sha))
             return profile(rows, args.profile_allocator, main_cfgs, policy_cfgs, args.profile, args.out)
@@ -667,7 +702,7 @@ def main():
         load_start = "%.2f" % os.getloadavg()[0]
         log("bench: %d run(s) of %d workload row(s) x [%s]%s" % (
             runs, len(rows), ", ".join(c.name for c in main_cfgs),
-            " (+ %s on b)" % ", ".join(c.name for c in policy_cfgs) if policy_cfgs and any(r.policies for r in rows) else ""))
+            " (+ %s on b, b2)" % ", ".join(c.name for c in policy_cfgs) if policy_cfgs and any(r.policies for r in rows) else ""))
         results = run_rows(rows, main_cfgs, policy_cfgs, runs, args.timeout, log)
 
         sysc = {}
@@ -713,7 +748,7 @@ def main():
                           "sort": version(["sort", "--version"])}}
         notes.append("tools: " + "; ".join(meta["tools"].values()))
         report(rows, results, main_cfgs, policy_cfgs, sysc, notes, meta, args.out)
-        log("bench: results in %s (results.csv, table.md, bench.svg, scaling.svg, raw.json)" % os.path.relpath(args.out))
+        log("bench: results in %s (results.csv, table.md, bench.svg, scaling.svg, scaling-distinct.svg, raw.json)" % os.path.relpath(args.out))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
