@@ -160,6 +160,11 @@ def python_for_workload():
     return os.environ.get("BENCH_PYTHON") or ("/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable)
 
 
+def larson_threads(args):
+    """Thread counts of the larson rows (--larson-threads, default 2,4)."""
+    return [int(x) for x in args.larson_threads.split(",") if x.strip()]
+
+
 def build_rows(args, tmp):
     q = args.quick
     b = lambda name: os.path.join(BUILD, name)
@@ -185,6 +190,16 @@ def build_rows(args, tmp):
         for t in (1, 2, 4):
             rows.append(Row("c", "c-%s-%dt" % (mode, t), "c %s %dT" % (name, t),
                             [b("threads"), "mode=" + mode, "threads=%d" % t, "ops=%d" % ops]))
+    for t in larson_threads(args):
+        rows.append(Row("c", "c-larson-%dt" % t, "c larson server %dT (ns/step)" % t,
+                        [b("larson"), "mode=larson", "threads=%d" % t, "seconds=%g" % (0.5 if q else 1),
+                         "min_ops=%d" % (1e5 if q else 2e5)],
+                        unit_metric=("ns_per_op", "ns")))
+    for t in (1, 2, 4):
+        rows.append(Row("c", "c-private-%dt" % t, "c private malloc/free %dT (ns/step)" % t,
+                        [b("larson"), "mode=private", "threads=%d" % t, "seconds=0",
+                         "min_ops=%d" % (3e5 if q else 1e6)],
+                        unit_metric=("ns_per_op", "ns")))
     # (d)
     rows.append(Row("d", "d-realloc", "d realloc growth",
                     [b("realloc"), "nvec=%d" % (3000 if q else 10000)]))
@@ -404,7 +419,8 @@ def count_syscalls(cfg, cmd_base, iters_pair, log):
 # ---------------------------------------------------------------- reporting
 
 def derived(rows, results, main, policies):
-    """(b) and (b') scaling ratios and (c) thread ratios, by config name."""
+    """(b) and (b') scaling ratios, (c) thread ratios and the larson and
+    private throughputs, by config name."""
     rowmap = {r.key: r for r in rows}
     scal = {}
     for group in ("b", "b2"):
@@ -418,6 +434,16 @@ def derived(rows, results, main, policies):
             if per_n:
                 ratio = per_n[5] / per_n[2] if per_n.get(5) and per_n.get(2) else None
                 scal[group][cfg.name] = (per_n, ratio)
+    steps = {}
+    for cfg in main:
+        entry = {}
+        for mode in ("larson", "private"):
+            for row in rows:
+                if row.key.startswith("c-%s-" % mode):
+                    t = int(row.key.rsplit("-", 1)[1][:-1])
+                    entry.setdefault(mode, {})[t] = value_of(row, results[row.key].get(cfg.name), "mops_per_s")
+        if entry:
+            steps[cfg.name] = entry
     thr = {}
     for cfg in main:
         entry = {}
@@ -432,7 +458,7 @@ def derived(rows, results, main, policies):
                 entry[mode] = (vals, r21)
         if entry:
             thr[cfg.name] = entry
-    return scal, thr
+    return scal, thr, steps
 
 
 def md_table(header, lines):
@@ -466,7 +492,7 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
             cells.append("FAIL" if v is None else fmt_ratio(v, gr))
         lines.append(cells)
 
-    scal, thr = derived(rows, results, main, policies)
+    scal, thr, steps = derived(rows, results, main, policies)
     sc_header = ["allocator", "n=1e2", "n=1e3", "n=1e4", "n=1e5", "1e5/1e2"]
     sc = {}
     for group in ("b", "b2"):
@@ -485,6 +511,20 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
             vals, r21 = entry.get(mode, ({}, None))
             cells += [fmt_num(vals.get(t)) if vals.get(t) else "-" for t in (1, 2, 4)] + ["%.2f" % r21 if r21 else "-"]
         th_lines.append(cells)
+
+    lt = sorted({t for e in steps.values() for t in e.get("larson", {})})
+    pt = sorted({t for e in steps.values() for t in e.get("private", {})})
+    st_header = ["allocator"] + ["larson %dT" % t for t in lt] + ["private %dT" % t for t in pt]
+    if 1 in pt and 2 in pt:
+        st_header.append("private 2T/1T")
+    st_lines = []
+    for name, entry in steps.items():
+        la, pr = entry.get("larson", {}), entry.get("private", {})
+        cells = [name] + [fmt_num(la.get(t)) if la.get(t) else "-" for t in lt] + \
+            [fmt_num(pr.get(t)) if pr.get(t) else "-" for t in pt]
+        if 1 in pt and 2 in pt:
+            cells.append("%.2f" % (pr[2] / pr[1]) if pr.get(1) and pr.get(2) else "-")
+        st_lines.append(cells)
 
     # (b') on fitalloc: did the workload lay out n holes of n distinct sizes?
     for row in rows:
@@ -510,7 +550,8 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
                 errors.append("%s / %s: %s" % (row.key, name, slot["error"]))
 
     intro = ("Median of %d run(s) per cell; ratios are allocator / glibc in the same run (below 1 is better). "
-             "Time is wall time of the whole process, except (b) and (b'): ns per searching allocation measured inside the workload. "
+             "Time is wall time of the whole process, except (b) and (b'): ns per searching allocation measured inside the workload, "
+             "and (c) larson and private: ns per step (one free and one malloc), the inverse of the throughput over all threads. "
              "RSS is the peak resident set (wait4)." % meta["runs"])
     md = ["# fitalloc benchmark results", "", "Command: `%s`  " % meta["command"],
           "Machine: %s, %s CPUs, %s; load average at start %s, at end %s  " % (
@@ -527,6 +568,11 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
     md += ["", "## (c) threads: throughput (million allocations+frees per second, all threads)", "",
            "2T/1T is the scaling from one to two threads; the target is fitalloc's at least glibc's.", ""]
     md += md_table(th_header, th_lines)
+    if st_lines:
+        md += ["", "## (c) larson and private threads: throughput (million steps per second, all threads)", "",
+               "A step frees one block and allocates one. larson: T arrays handed from thread to thread "
+               "(fixed wall time); private: each thread its own blocks, no hand-over (fixed steps).", ""]
+        md += md_table(st_header, st_lines)
     md += ["", "## (e) system calls and page faults per iteration in steady state (difference of two run lengths)", "",
            "Target: no mmap/munmap per iteration. A 1-32 MiB block is 256-8192 pages: page faults show memory handed back to the OS and touched again.", ""]
     md += md_table(sy_header, sy_lines) if sy_lines else ["(strace not available)"]
@@ -541,6 +587,8 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
     if sc["b2"]:
         txt += ["", "(b') fragmentation scaling, n distinct hole sizes, ns per allocation:"] + text_table(sc_header, sc["b2"])
     txt += ["", "(c) threads, Mops/s:"] + text_table(th_header, th_lines)
+    if st_lines:
+        txt += ["", "(c) larson and private threads, million steps/s:"] + text_table(st_header, st_lines)
     if sy_lines:
         txt += ["", "(e) syscalls and page faults per iteration (steady state):"] + text_table(sy_header, sy_lines)
     if notes or errors:
@@ -583,6 +631,10 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
             for mode, (vals, r21) in entry.items():
                 if r21:
                     w.writerow(["c-%s-scaling" % mode, name, "throughput_2t_over_1t", "", "%.4f" % r21, "", "", ""])
+        for name, entry in steps.items():
+            pr = entry.get("private", {})
+            if pr.get(1) and pr.get(2):
+                w.writerow(["c-private-scaling", name, "throughput_2t_over_1t", "", "%.4f" % (pr[2] / pr[1]), "", "", ""])
         for name, s in sysc.items():
             if s:
                 w.writerow(["e-large", name, "mmap_munmap_per_iter", "", "%.3f" % s["mmap_munmap_per_iter"], "", "", ""])
@@ -647,6 +699,8 @@ def main():
     ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
                     help="workload groups and/or row keys, comma separated (e.g. a,b or f-git)")
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"))
+    ap.add_argument("--larson-threads", default=os.environ.get("BENCH_LARSON_THREADS", "2,4"),
+                    help="thread counts of the larson rows, comma separated (default 2,4)")
     ap.add_argument("--allocators", default=os.environ.get("BENCH_ALLOCATORS", "glibc,fitalloc,jemalloc,tcmalloc,mimalloc"))
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     ap.add_argument("--timeout", type=float, default=600, help="seconds per process")
