@@ -227,6 +227,8 @@ def build_rows(args, tmp):
     rows.append(Row("f", "f-sort", "f sort (%s MB file)" % ("8" if q else "40"),
                     ["sort", "-o", sort_out, os.path.join(data, "sort", "input.txt")],
                     env={"LC_ALL": "C"}, check=lambda s, wd: sha_file(sort_out)))
+    rows.append(Row("f", "f-perl", "f perl (hashes, regex, strings)",
+                    ["perl", os.path.join(BENCH, "workloads", "perlwork.pl"), "0.25" if q else "1"], check=out_of))
     return rows, data
 
 
