@@ -12,18 +12,22 @@
  * allocation must find the one usable free block among n+1.
  *
  * n distinct multiples of 16 add up to 8n^2 bytes: 80 KB at n=1e2, 800 MB at
- * n=1e4, 80 GB of address space at n=1e5. Only the headers are touched (about
- * two pages per hole), so the resident size stays near 1 GB at n=1e5.
+ * n=1e4, 80 GB of address space at n=1e5. Only the headers are touched (one
+ * or two pages per hole), so the resident size stays near 0.5 GB at n=1e5.
  *
  * The layout must not depend on the policy. Allocated one by one, a wall
  * would go to the first (best, ...) free tail of an earlier region and leave
- * its hole without a neighbour. So the blocks are laid out in groups of at
- * most 256 MiB: a group starts with one block of exactly the group's size
+ * its hole without a neighbour. So the blocks are laid out in groups (at most
+ * 4096 holes and about 256 MiB): a group starts with one block of exactly the group's size
  * (one region in fitalloc), shrunk with realloc to the group's first hole;
  * the rest of the region is then the heap's only free block, so every policy
  * carves the group's walls and holes from it in order, and a last "filler"
  * takes what remains (the sizes follow fitalloc's rules: a 16-byte header,
- * multiples of 16). Other allocators just see the same calls.
+ * multiples of 16). Other allocators just see the same calls; at n=1e4 and
+ * 1e5 the requests (160 KB, 1.6 MB) are large allocations for them, so their
+ * figures there show their large-allocation path rather than a search. The
+ * holes are freed largest first: glibc sorts freed chunks into its large bins
+ * by insertion, which is quadratic here in any other order (20 s at n=1e5).
  *
  * On fitalloc the heap is then checked through write_memory (before the
  * timed loop): METRIC holes (free blocks smaller than every request),
@@ -187,8 +191,7 @@ int main(int argc, char **argv)
     anchor = realloc(anchor, 512);
     if (!anchor)
         fail("realloc shrink returned NULL", 512, 0);
-    /* largest first: glibc sorts freed chunks into its large bins by insertion,
-     * which is quadratic in this setup in any other order (20 s at n=1e5) */
+    /* largest first (see the top) */
     long *by_size = map_array(sizeof(*by_size) * (size_t)n);
     for (long i = 0; i < n; i++)
         by_size[hsz[i] / 16 - 1] = i;

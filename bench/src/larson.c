@@ -133,8 +133,7 @@ int main(int argc, char **argv)
     larson = strcmp(mode, "larson") == 0;
     if (!larson && strcmp(mode, "private") != 0)
         fail("mode must be larson or private", 0, 0);
-    char *end;
-    seconds = strtod(arg_str(argc, argv, "seconds", "1"), &end);
+    seconds = strtod(arg_str(argc, argv, "seconds", "1"), NULL);
     chunks = arg_long(argc, argv, "chunks", larson ? 5000 : 1024);
     gen_ops = arg_long(argc, argv, "rounds", 20) * chunks;
     min_ops = arg_long(argc, argv, "min_ops", 200000);
