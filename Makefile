@@ -1,13 +1,14 @@
 # fitalloc — see README.md.
 #   make                 build ./allocator.so (release)
 #   make test            every test; make test run=4 / run='4 8 12' for numbered cases
+#   make soak SOAK_SECONDS=3600   the stress test (tests/c/stress.c) for an hour
 #   make bench               benchmarks (bench/results/)
 #   make install PREFIX=/usr/local   lib/libfitalloc.so, include/allocator.h, pkg-config file
 CARGO ?= cargo
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: all test bench install clean FORCE
+.PHONY: all test bench soak install clean FORCE
 
 all: allocator.so libfitalloc.so fitalloc
 
@@ -38,6 +39,35 @@ install: allocator.so
 
 test: allocator.so libfitalloc.so fitalloc
 	@./tests/run.sh $(run)
+
+# Soak: tests/c/stress.c (the program of test 28) for SOAK_SECONDS, in runs of
+# SOAK_CHUNK seconds that cycle the four policies (every fifth run also with
+# ALLOCATOR_CHECK=1), each with the next seed from SOAK_SEED (default: the
+# time). Stops at the first failure, printing its log and the command that
+# repeats it.
+SOAK_SECONDS ?= 600
+SOAK_CHUNK ?= 60
+SOAK_THREADS ?= 8
+soak: allocator.so
+	@mkdir -p tests/build/bin tests/build/tmp
+	@gcc -O1 -g -Wall -Wextra -Werror -pthread -Iinclude -o tests/build/bin/stress tests/c/stress.c
+	@end=$$(( $$(date +%s) + $(SOAK_SECONDS) )); seed=$${SOAK_SEED:-$$(date +%s)}; i=0; \
+	log=tests/build/tmp/soak.log; \
+	echo "soak: $(SOAK_SECONDS) s of tests/c/stress.c, $(SOAK_THREADS) threads, runs of $(SOAK_CHUNK) s, seeds from $$seed"; \
+	while left=$$(( end - $$(date +%s) )); [ $$left -gt 0 ]; do \
+	  chunk=$$(( left < $(SOAK_CHUNK) ? left : $(SOAK_CHUNK) )); \
+	  p=$$(echo first_fit next_fit best_fit worst_fit | cut -d' ' -f$$(( i % 4 + 1 ))); \
+	  check=; [ $$(( i % 5 )) -ne 4 ] || check=ALLOCATOR_CHECK=1; \
+	  cmd="ALLOCATOR_ALGORITHM=$$p $$check LD_PRELOAD=$(CURDIR)/allocator.so tests/build/bin/stress seed=$$((seed + i)) threads=$(SOAK_THREADS) seconds=$$chunk"; \
+	  rc=0; timeout $$((chunk + 120)) env $$cmd >$$log 2>&1 || rc=$$?; \
+	  if [ $$rc -ne 0 ] || [ "$$(tail -n 1 $$log)" != "stress: all ok" ]; then \
+	    echo "SOAK FAILED in run $$i (after $$i good runs): exit status $$rc$$([ $$rc != 124 ] || echo ': timed out, deadlock?')"; \
+	    sed 's/^/    /' $$log; echo "to repeat it: $$cmd"; exit 1; \
+	  fi; \
+	  echo "ok   run $$i: $$p$${check:+ + $$check}, $$(sed -n 's/^ok   stress: //p' $$log), $$(sed -n 's/^ok   fork: \([0-9]*\).*/\1/p' $$log) forks"; \
+	  i=$$((i + 1)); \
+	done; \
+	echo "soak: $$i runs, all ok"
 
 clean:
 	$(CARGO) clean

@@ -15,7 +15,7 @@ workload's result signature (CHECK line or output hash) against glibc's.
 Environment equivalents: BENCH_RUNS, BENCH_ONLY, BENCH_QUICK=1,
 BENCH_ALLOCATORS, BENCH_PYTHON (the python3 for workload f).
 Outputs (in --out, default bench/results): results.csv, table.md, bench.svg,
-scaling.svg, raw.json; the table also goes to stdout.
+scaling.svg, scaling-distinct.svg, raw.json; the table also goes to stdout.
 """
 import argparse
 import csv
@@ -160,6 +160,11 @@ def python_for_workload():
     return os.environ.get("BENCH_PYTHON") or ("/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable)
 
 
+def larson_threads(args):
+    """Thread counts of the larson rows (--larson-threads, default 2,4)."""
+    return [int(x) for x in args.larson_threads.split(",") if x.strip()]
+
+
 def build_rows(args, tmp):
     q = args.quick
     b = lambda name: os.path.join(BUILD, name)
@@ -173,12 +178,28 @@ def build_rows(args, tmp):
         rows.append(Row("b", "b-n1e%d" % exp, "b frag n=1e%d (ns/alloc)" % exp,
                         [b("frag"), "n=%d" % n, "iters=%d" % (2e5 if q else 1e6)],
                         unit_metric=("ns_per_alloc", "ns"), policies=True))
+    # (b') the same search past n holes of n distinct sizes
+    for n in (100, 1000, 10000, 100000):
+        exp = len(str(n)) - 1
+        rows.append(Row("b2", "b2-n1e%d" % exp, "b' frag distinct sizes n=1e%d (ns/alloc)" % exp,
+                        [b("frag_distinct"), "n=%d" % n, "iters=%d" % (1e5 if q else 3e5)],
+                        unit_metric=("ns_per_alloc", "ns"), policies=True))
     # (c)
     ops = 400000 if q else 2000000
     for mode, name in (("pc", "producer/consumer"), ("srv", "server")):
         for t in (1, 2, 4):
             rows.append(Row("c", "c-%s-%dt" % (mode, t), "c %s %dT" % (name, t),
                             [b("threads"), "mode=" + mode, "threads=%d" % t, "ops=%d" % ops]))
+    for t in larson_threads(args):
+        rows.append(Row("c", "c-larson-%dt" % t, "c larson server %dT (ns/step)" % t,
+                        [b("larson"), "mode=larson", "threads=%d" % t, "seconds=%g" % (0.5 if q else 1),
+                         "min_ops=%d" % (1e5 if q else 2e5)],
+                        unit_metric=("ns_per_op", "ns")))
+    for t in (1, 2, 4):
+        rows.append(Row("c", "c-private-%dt" % t, "c private malloc/free %dT (ns/step)" % t,
+                        [b("larson"), "mode=private", "threads=%d" % t, "seconds=0",
+                         "min_ops=%d" % (3e5 if q else 1e6)],
+                        unit_metric=("ns_per_op", "ns")))
     # (d)
     rows.append(Row("d", "d-realloc", "d realloc growth",
                     [b("realloc"), "nvec=%d" % (3000 if q else 10000)]))
@@ -206,6 +227,8 @@ def build_rows(args, tmp):
     rows.append(Row("f", "f-sort", "f sort (%s MB file)" % ("8" if q else "40"),
                     ["sort", "-o", sort_out, os.path.join(data, "sort", "input.txt")],
                     env={"LC_ALL": "C"}, check=lambda s, wd: sha_file(sort_out)))
+    rows.append(Row("f", "f-perl", "f perl (hashes, regex, strings)",
+                    ["perl", os.path.join(BENCH, "workloads", "perlwork.pl"), "0.25" if q else "1"], check=out_of))
     return rows, data
 
 
@@ -398,18 +421,31 @@ def count_syscalls(cfg, cmd_base, iters_pair, log):
 # ---------------------------------------------------------------- reporting
 
 def derived(rows, results, main, policies):
-    """(b) scaling ratios and (c) thread ratios, by config name."""
+    """(b) and (b') scaling ratios, (c) thread ratios and the larson and
+    private throughputs, by config name."""
     rowmap = {r.key: r for r in rows}
     scal = {}
-    for cfg in main + policies:
-        per_n = {}
-        for exp in (2, 3, 4, 5):
-            key = "b-n1e%d" % exp
-            if key in results and cfg.name in results[key]:
-                per_n[exp] = value_of(rowmap[key], results[key][cfg.name])
-        if per_n:
-            ratio = per_n[5] / per_n[2] if per_n.get(5) and per_n.get(2) else None
-            scal[cfg.name] = (per_n, ratio)
+    for group in ("b", "b2"):
+        scal[group] = {}
+        for cfg in main + policies:
+            per_n = {}
+            for exp in (2, 3, 4, 5):
+                key = "%s-n1e%d" % (group, exp)
+                if key in results and cfg.name in results[key]:
+                    per_n[exp] = value_of(rowmap[key], results[key][cfg.name])
+            if per_n:
+                ratio = per_n[5] / per_n[2] if per_n.get(5) and per_n.get(2) else None
+                scal[group][cfg.name] = (per_n, ratio)
+    steps = {}
+    for cfg in main:
+        entry = {}
+        for mode in ("larson", "private"):
+            for row in rows:
+                if row.key.startswith("c-%s-" % mode):
+                    t = int(row.key.rsplit("-", 1)[1][:-1])
+                    entry.setdefault(mode, {})[t] = value_of(row, results[row.key].get(cfg.name), "mops_per_s")
+        if entry:
+            steps[cfg.name] = entry
     thr = {}
     for cfg in main:
         entry = {}
@@ -424,7 +460,7 @@ def derived(rows, results, main, policies):
                 entry[mode] = (vals, r21)
         if entry:
             thr[cfg.name] = entry
-    return scal, thr
+    return scal, thr, steps
 
 
 def md_table(header, lines):
@@ -458,13 +494,16 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
             cells.append("FAIL" if v is None else fmt_ratio(v, gr))
         lines.append(cells)
 
-    scal, thr = derived(rows, results, main, policies)
+    scal, thr, steps = derived(rows, results, main, policies)
     sc_header = ["allocator", "n=1e2", "n=1e3", "n=1e4", "n=1e5", "1e5/1e2"]
-    sc_lines = []
-    for name, (per_n, ratio) in scal.items():
-        label = name + (" (first_fit)" if name == "fitalloc" else "")
-        sc_lines.append([label] + [fmt_num(per_n.get(e)) + " ns" if per_n.get(e) else "-" for e in (2, 3, 4, 5)] +
-                        ["%.2f" % ratio if ratio else "-"])
+    sc = {}
+    for group in ("b", "b2"):
+        sc[group] = []
+        for name, (per_n, ratio) in scal[group].items():
+            label = name + (" (first_fit)" if name == "fitalloc" else "")
+            sc[group].append([label] + [fmt_num(per_n.get(e)) + " ns" if per_n.get(e) else "-" for e in (2, 3, 4, 5)] +
+                             ["%.2f" % ratio if ratio else "-"])
+    sc_lines = sc["b"]
 
     th_header = ["allocator", "p/c 1T", "p/c 2T", "p/c 4T", "p/c 2T/1T", "server 1T", "server 2T", "server 4T", "server 2T/1T"]
     th_lines = []
@@ -474,6 +513,32 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
             vals, r21 = entry.get(mode, ({}, None))
             cells += [fmt_num(vals.get(t)) if vals.get(t) else "-" for t in (1, 2, 4)] + ["%.2f" % r21 if r21 else "-"]
         th_lines.append(cells)
+
+    lt = sorted({t for e in steps.values() for t in e.get("larson", {})})
+    pt = sorted({t for e in steps.values() for t in e.get("private", {})})
+    st_header = ["allocator"] + ["larson %dT" % t for t in lt] + ["private %dT" % t for t in pt]
+    if 1 in pt and 2 in pt:
+        st_header.append("private 2T/1T")
+    st_lines = []
+    for name, entry in steps.items():
+        la, pr = entry.get("larson", {}), entry.get("private", {})
+        cells = [name] + [fmt_num(la.get(t)) if la.get(t) else "-" for t in lt] + \
+            [fmt_num(pr.get(t)) if pr.get(t) else "-" for t in pt]
+        if 1 in pt and 2 in pt:
+            cells.append("%.2f" % (pr[2] / pr[1]) if pr.get(1) and pr.get(2) else "-")
+        st_lines.append(cells)
+
+    # (b') on fitalloc: did the workload lay out n holes of n distinct sizes?
+    for row in rows:
+        if row.group != "b2":
+            continue
+        n = int(float(row.key.split("-n")[1]))
+        for name, slot in results[row.key].items():
+            for r in slot["runs"][:1]:
+                d = r["metrics"].get("distinct_hole_sizes")
+                if d is not None and (d < n or r["metrics"].get("usable_blocks") != 1):
+                    notes.append("%s / %s: layout not as designed: %d holes of %d distinct sizes, %d usable free blocks" % (
+                        row.key, name, r["metrics"].get("holes", 0), d, r["metrics"].get("usable_blocks", 0)))
 
     sy_header = ["allocator", "mmap+munmap / iter", "brk+mremap+madvise / iter", "page faults / iter"]
     num = lambda v, d: "%.*f" % (d, v) if abs(v) >= 0.5 * 10 ** -d else "0"  # no "-0"
@@ -487,7 +552,8 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
                 errors.append("%s / %s: %s" % (row.key, name, slot["error"]))
 
     intro = ("Median of %d run(s) per cell; ratios are allocator / glibc in the same run (below 1 is better). "
-             "Time is wall time of the whole process, except (b): ns per searching allocation measured inside the workload. "
+             "Time is wall time of the whole process, except (b) and (b'): ns per searching allocation measured inside the workload, "
+             "and (c) larson and private: ns per step (one free and one malloc), the inverse of the throughput over all threads. "
              "RSS is the peak resident set (wait4)." % meta["runs"])
     md = ["# fitalloc benchmark results", "", "Command: `%s`  " % meta["command"],
           "Machine: %s, %s CPUs, %s; load average at start %s, at end %s  " % (
@@ -497,19 +563,34 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
     md += ["", "## (b) fragmentation scaling: ns per allocation vs number of free blocks n", "",
            "Target: n=1e5 / n=1e2 at most 2 for every policy (a linear scan would be about 1000).", ""]
     md += md_table(sc_header, sc_lines)
+    if sc["b2"]:
+        md += ["", "## (b') fragmentation scaling with n distinct hole sizes: ns per allocation vs n", "",
+               "The n holes have n different sizes (16 B to 16n B), so a size-ordered index holds n keys. Same target.", ""]
+        md += md_table(sc_header, sc["b2"])
     md += ["", "## (c) threads: throughput (million allocations+frees per second, all threads)", "",
            "2T/1T is the scaling from one to two threads; the target is fitalloc's at least glibc's.", ""]
     md += md_table(th_header, th_lines)
+    if st_lines:
+        md += ["", "## (c) larson and private threads: throughput (million steps per second, all threads)", "",
+               "A step frees one block and allocates one. larson: T arrays handed from thread to thread "
+               "(fixed wall time); private: each thread its own blocks, no hand-over (fixed steps).", ""]
+        md += md_table(st_header, st_lines)
     md += ["", "## (e) system calls and page faults per iteration in steady state (difference of two run lengths)", "",
            "Target: no mmap/munmap per iteration. A 1-32 MiB block is 256-8192 pages: page faults show memory handed back to the OS and touched again.", ""]
     md += md_table(sy_header, sy_lines) if sy_lines else ["(strace not available)"]
     if notes or errors:
         md += ["", "## Notes", ""] + ["- " + n for n in notes] + ["- **error** " + e for e in errors]
     md += ["", "![time and RSS ratios](bench.svg)", "", "![fragmentation scaling](scaling.svg)", ""]
+    if sc["b2"]:
+        md += ["![fragmentation scaling, distinct hole sizes](scaling-distinct.svg)", ""]
 
     txt = ["", "fitalloc benchmark: " + intro, ""] + text_table(header, lines)
     txt += ["", "(b) fragmentation scaling, ns per allocation:"] + text_table(sc_header, sc_lines)
+    if sc["b2"]:
+        txt += ["", "(b') fragmentation scaling, n distinct hole sizes, ns per allocation:"] + text_table(sc_header, sc["b2"])
     txt += ["", "(c) threads, Mops/s:"] + text_table(th_header, th_lines)
+    if st_lines:
+        txt += ["", "(c) larson and private threads, million steps/s:"] + text_table(st_header, st_lines)
     if sy_lines:
         txt += ["", "(e) syscalls and page faults per iteration (steady state):"] + text_table(sy_header, sy_lines)
     if notes or errors:
@@ -544,13 +625,18 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
                         a, b = value_of(row, slot, what), value_of(row, g, what)
                         if a is not None and b:
                             w.writerow([row.key, name, mname, "", "%.4f" % (a / b), "", "", n])
-        for name, (per_n, ratio) in scal.items():
-            if ratio:
-                w.writerow(["b-scaling", name, "ns_per_alloc_1e5_over_1e2", "", "%.4f" % ratio, "", "", ""])
+        for group in ("b", "b2"):
+            for name, (per_n, ratio) in scal[group].items():
+                if ratio:
+                    w.writerow(["%s-scaling" % group, name, "ns_per_alloc_1e5_over_1e2", "", "%.4f" % ratio, "", "", ""])
         for name, entry in thr.items():
             for mode, (vals, r21) in entry.items():
                 if r21:
                     w.writerow(["c-%s-scaling" % mode, name, "throughput_2t_over_1t", "", "%.4f" % r21, "", "", ""])
+        for name, entry in steps.items():
+            pr = entry.get("private", {})
+            if pr.get(1) and pr.get(2):
+                w.writerow(["c-private-scaling", name, "throughput_2t_over_1t", "", "%.4f" % (pr[2] / pr[1]), "", "", ""])
         for name, s in sysc.items():
             if s:
                 w.writerow(["e-large", name, "mmap_munmap_per_iter", "", "%.3f" % s["mmap_munmap_per_iter"], "", "", ""])
@@ -572,11 +658,14 @@ def report(rows, results, main, policies, sysc, notes, meta, outdir):
     if have_glibc:
         svgplot.bars(os.path.join(outdir, "bench.svg"), groups, others,
                      "fitalloc benchmark: ratio to glibc (median of %d runs; lower is better)" % meta["runs"])
-    series = {}
-    for name, (per_n, ratio) in scal.items():
-        series[name + (" (first_fit)" if name == "fitalloc" else "")] = [(10 ** e, per_n[e]) for e in sorted(per_n) if per_n[e]]
-    svgplot.loglog(os.path.join(outdir, "scaling.svg"), series,
-                   "(b) fragmentation scaling: time per searching allocation vs free blocks n")
+    for group, fname, title in (("b", "scaling.svg", "(b) fragmentation scaling: time per searching allocation vs free blocks n"),
+                                ("b2", "scaling-distinct.svg", "(b') the same with n distinct hole sizes")):
+        if group == "b2" and not scal[group]:
+            continue
+        series = {}
+        for name, (per_n, ratio) in scal[group].items():
+            series[name + (" (first_fit)" if name == "fitalloc" else "")] = [(10 ** e, per_n[e]) for e in sorted(per_n) if per_n[e]]
+        svgplot.loglog(os.path.join(outdir, fname), series, title)
 
     with open(os.path.join(outdir, "raw.json"), "w") as f:
         json.dump({"meta": meta, "notes": notes, "syscalls": sysc,
@@ -612,6 +701,8 @@ def main():
     ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
                     help="workload groups and/or row keys, comma separated (e.g. a,b or f-git)")
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"))
+    ap.add_argument("--larson-threads", default=os.environ.get("BENCH_LARSON_THREADS", "2,4"),
+                    help="thread counts of the larson rows, comma separated (default 2,4)")
     ap.add_argument("--allocators", default=os.environ.get("BENCH_ALLOCATORS", "glibc,fitalloc,jemalloc,tcmalloc,mimalloc"))
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
     ap.add_argument("--timeout", type=float, default=600, help="seconds per process")
@@ -658,7 +749,7 @@ def main():
             sel = set(x.strip() for x in args.only.split(",") if x.strip())
             rows = [r for r in rows if r.group in sel or r.key in sel]
             if not rows:
-                sys.exit("bench: --only %s matches no workload (groups a-f or keys like b-n1e5)" % args.only)
+                sys.exit("bench: --only %s matches no workload (groups a-f, b2, or keys like b-n1e5)" % args.only)
         if args.profile:
             log("bench: profiling %s under %s (allocator.so sha256 %s)" % (args.profile, args.profile_allocator, snap_sha))
             return profile(rows, args.profile_allocator, main_cfgs, policy_cfgs, args.profile, args.out)
@@ -667,7 +758,7 @@ def main():
         load_start = "%.2f" % os.getloadavg()[0]
         log("bench: %d run(s) of %d workload row(s) x [%s]%s" % (
             runs, len(rows), ", ".join(c.name for c in main_cfgs),
-            " (+ %s on b)" % ", ".join(c.name for c in policy_cfgs) if policy_cfgs and any(r.policies for r in rows) else ""))
+            " (+ %s on b, b2)" % ", ".join(c.name for c in policy_cfgs) if policy_cfgs and any(r.policies for r in rows) else ""))
         results = run_rows(rows, main_cfgs, policy_cfgs, runs, args.timeout, log)
 
         sysc = {}
@@ -713,7 +804,7 @@ def main():
                           "sort": version(["sort", "--version"])}}
         notes.append("tools: " + "; ".join(meta["tools"].values()))
         report(rows, results, main_cfgs, policy_cfgs, sysc, notes, meta, args.out)
-        log("bench: results in %s (results.csv, table.md, bench.svg, scaling.svg, raw.json)" % os.path.relpath(args.out))
+        log("bench: results in %s (results.csv, table.md, bench.svg, scaling.svg, scaling-distinct.svg, raw.json)" % os.path.relpath(args.out))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
