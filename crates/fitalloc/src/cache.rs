@@ -74,6 +74,19 @@ impl CachedPages {
         self.bytes
     }
 
+    /// Gives every cached span back to the kernel.
+    pub fn trim(&mut self) {
+        while self.count > 0 {
+            let s = self.spans[self.count - 1];
+            self.remove(self.count - 1);
+            // SAFETY: cached spans came from map_anon and nothing uses them.
+            unsafe { os::unmap_anon(s.addr, s.len) };
+            if let Some(hook) = self.on_return {
+                hook(s.addr, s.len);
+            }
+        }
+    }
+
     /// The smallest cached span of at least `len` bytes (first by address).
     fn best(&self, len: usize) -> Option<usize> {
         (0..self.count)

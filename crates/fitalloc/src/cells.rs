@@ -432,7 +432,7 @@ impl Cells {
     /// least 64); `None` if it could not be mapped.
     fn with_table(secret: u64, cap: usize) -> Option<Cells> {
         let tree = MaxTree::new(cap)?;
-        let base = os::map_anon(table_bytes(cap))?;
+        let base = os::map_meta(table_bytes(cap))?;
         Some(Cells {
             cap,
             tree,

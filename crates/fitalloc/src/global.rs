@@ -42,6 +42,11 @@ fn forget(addr: usize, len: usize) {
     REGISTRY.forget_pages(addr, len);
 }
 
+/// When the kernel refuses metadata memory: give the cached spans back.
+fn trim_pages() {
+    PAGES.lock_if_threaded().trim();
+}
+
 static NEXT_HEAP_ID: AtomicU32 = AtomicU32::new(1);
 
 /// Regions through the process-wide span cache.
@@ -394,6 +399,7 @@ impl Shared {
     #[cold]
     #[inline(never)]
     fn refresh(&self, i: usize, a: &mut Arena) {
+        os::set_trim_hook(trim_pages);
         a.options.read();
         let policy = self.fixed.or(a.options.policy).unwrap_or_default();
         let heap = a.heap.get_or_insert_with(|| {

@@ -134,6 +134,9 @@ pub struct Heap<S: PageSource> {
     rover: Rover,
     scribble: bool,
     counters: Counters,
+    /// Blocks in all regions (used and free): the bound on free blocks the
+    /// size index reserves room for.
+    blocks: usize,
 }
 
 // SAFETY: a heap owns its regions and its index's mappings outright; moving
@@ -170,6 +173,7 @@ impl<S: PageSource> Heap<S> {
             rover: Rover::Start,
             scribble: false,
             counters: Counters::default(),
+            blocks: 0,
         }
     }
 
@@ -324,6 +328,9 @@ impl<S: PageSource> Heap<S> {
         let (s, old_usable) = (b.size(), b.usable());
         if need <= s {
             if s - need >= MIN_BLOCK {
+                if self.index.reserve(self.blocks + 1).is_none() {
+                    return Ok(None);
+                }
                 self.shrink(b, d, need);
             }
             return Ok(Some(p));
@@ -405,7 +412,8 @@ impl<S: PageSource> Heap<S> {
     /// Moves the next-fit rover to it.
     #[inline]
     fn choose_or_map(&mut self, need: usize) -> Option<Chosen> {
-        self.index.reserve()?;
+        // A new region's block, a gap and a tail.
+        self.index.reserve(self.blocks + 3)?;
         let units = (need / ALIGN) as u32;
         let rover = match self.rover {
             Rover::At { region, addr } => Some((self.reg.desc(region), addr)),
@@ -471,6 +479,7 @@ impl<S: PageSource> Heap<S> {
         c.mapped += size;
         c.peak_mapped = c.peak_mapped.max(c.mapped);
         c.regions_mapped += 1;
+        self.blocks += 1;
         let block = first_block(d);
         block.write(self.secret, id, 0, size, FREE);
         Some(Chosen {
@@ -533,6 +542,7 @@ impl<S: PageSource> Heap<S> {
         if tail > 0 && (gap > 0 || !c.indexed) {
             ix.insert(d, t.addr(), units(tail));
         }
+        self.blocks += (gap > 0) as usize + (tail > 0) as usize;
         self.counters.in_use += used;
         self.note_peak();
         u
@@ -551,6 +561,7 @@ impl<S: PageSource> Heap<S> {
         let next = next_in(d, b).filter(|c| c.is_free());
         let start = prev.map_or(b.addr(), |a| a.addr());
         let end = next.map_or(b.end(), |c| c.end());
+        self.blocks -= prev.is_some() as usize + next.is_some() as usize;
         if start == d.start() && end == d.end() {
             for f in prev.into_iter().chain(next) {
                 self.index.remove(d, f.addr(), f.units());
@@ -622,6 +633,7 @@ impl<S: PageSource> Heap<S> {
         self.reg.remove_region(id);
         self.counters.mapped -= size;
         self.counters.regions_unmapped += 1;
+        self.blocks -= 1;
         // SAFETY: the region was mapped by `map_region` from this source and
         // no block of it is in use or indexed any more.
         unsafe { self.source.unmap(start, size) };
@@ -644,6 +656,7 @@ impl<S: PageSource> Heap<S> {
         if let Some(name) = name {
             write_name(b, &name);
         }
+        self.blocks += 1;
         self.counters.in_use -= t.size();
         self.release(t, d);
     }
@@ -671,6 +684,7 @@ impl<S: PageSource> Heap<S> {
                 next.set_prev_size(total);
             }
             self.index.remove(d, n.addr(), n_units);
+            self.blocks -= 1;
         }
         if let Some(name) = name {
             write_name(b, &name);
@@ -808,6 +822,10 @@ impl<S: PageSource> Heap<S> {
         }
         if in_use != self.counters.in_use || mapped != self.counters.mapped {
             return Err(("byte counters disagree with the heap", 0));
+        }
+        let blocks: usize = self.regions().map(|d| region_blocks(d).count()).sum();
+        if blocks != self.blocks {
+            return Err(("block count disagrees with the heap", 0));
         }
         if let Rover::At { region, addr } = self.rover {
             let d = reg.desc(region);

@@ -47,7 +47,9 @@ pub struct FreeIndex {
 // another thread moves that ownership.
 unsafe impl Send for FreeIndex {}
 
-/// The index could not map memory for a new node during a `free`.
+/// The size index found no node for a new key. `reserve` makes this
+/// unreachable (a free block never needs more room than was reserved for
+/// the blocks), so this is a broken invariant, reported and fatal.
 #[cold]
 fn out_of_memory() -> ! {
     crate::eprint_raw!("fitalloc: out of memory for the free index\n");
@@ -82,12 +84,15 @@ impl FreeIndex {
         self.len() == 0
     }
 
-    /// Makes room for the nodes that the next operation may need; called
-    /// before an allocation, which fails cleanly (`None`) if it can't.
-    pub fn reserve(&mut self) -> Option<()> {
+    /// Makes room for `blocks` free blocks (the heap's number of blocks,
+    /// counting those the next operation adds), so that no later `free`
+    /// needs memory; called before operations that add blocks, which fail
+    /// cleanly (`None`) if it can't. The position index needs nothing: its
+    /// cells come with each region.
+    pub fn reserve(&mut self, blocks: usize) -> Option<()> {
         match self.order {
             Order::Position => Some(()),
-            Order::Size => self.sizes.reserve_for_ops(),
+            Order::Size => self.sizes.reserve_keys(blocks),
         }
     }
 

@@ -135,7 +135,7 @@ impl MaxTree {
             n = n.div_ceil(FAN);
         }
         let bytes = total * core::mem::size_of::<Group>();
-        t.base = os::map_anon(bytes)? as *mut Group;
+        t.base = os::map_meta(bytes)? as *mut Group;
         t.groups = total;
         t.cap = cap;
         Some(t)

@@ -83,6 +83,30 @@ pub fn map_anon(len: usize) -> Option<usize> {
     (p != libc::MAP_FAILED).then_some(p as usize)
 }
 
+static TRIM: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Sets what `map_meta` calls when the kernel refuses a mapping: something
+/// that gives memory held in reserve (cached spans) back to the kernel.
+pub fn set_trim_hook(f: fn()) {
+    TRIM.store(f as usize, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Maps `len` bytes of zeroed memory for the allocator's own metadata. If
+/// the kernel refuses (address space limit), the trim hook gives cached
+/// spans back first and the mapping is tried once more.
+pub fn map_meta(len: usize) -> Option<usize> {
+    map_anon(len).or_else(|| {
+        let hook = TRIM.load(core::sync::atomic::Ordering::Relaxed);
+        if hook == 0 {
+            return None;
+        }
+        // SAFETY: only `set_trim_hook` stores here, always a `fn()`.
+        let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(hook) };
+        f();
+        map_anon(len)
+    })
+}
+
 /// Grows a mapping made by `map_anon` to `new` bytes, moving it if needed;
 /// the contents are kept. `None` if the kernel refuses (the old mapping is
 /// then untouched).

@@ -13,7 +13,7 @@
 //! to [`RELEASED`] until they are reused or go back to the kernel
 //! ([`Registry::forget_pages`]).
 //!
-//! Metadata comes straight from `os::map_anon` and is never returned; it is
+//! Metadata comes straight from `os::map_meta` and is never returned; it is
 //! bounded by the address span and the peak number of regions.
 
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
@@ -219,7 +219,7 @@ impl Registry {
         let slot = &self.descs[id / DESC_CHUNK];
         if slot.load(Relaxed).is_null() {
             let bytes = DESC_CHUNK * core::mem::size_of::<RegionDesc>();
-            slot.store(os::map_anon(bytes)? as *mut RegionDesc, Release);
+            slot.store(os::map_meta(bytes)? as *mut RegionDesc, Release);
         }
         self.fresh.store(id as u32, Relaxed);
         Some(id as u32)
@@ -264,7 +264,7 @@ impl Registry {
     /// Maps a zeroed node and installs it in `slot` unless another thread
     /// won the race; returns the installed node (null if mapping failed).
     fn publish<T>(&self, slot: &AtomicPtr<T>, bytes: usize) -> *mut T {
-        let Some(fresh) = os::map_anon(bytes) else {
+        let Some(fresh) = os::map_meta(bytes) else {
             return core::ptr::null_mut();
         };
         let fresh = fresh as *mut T;

@@ -18,8 +18,10 @@
 //!   leaf [k k k] -> [k k k k] -> [k k]        leaves linked in key order
 //! ```
 //!
-//! Nodes (15 keys, 16 children) live in one array that grows by `mremap`
-//! and are named by `u32` index; freed nodes go on a free list. Every node
+//! Nodes (15 keys, 16 children) live in chunks of 256 (80 KiB each, mapped
+//! as needed, so that growing never needs a large mapping: a `free` may
+//! have to grow the tree) and are named by `u32` index through a directory
+//! of chunks; freed nodes go on a free list. Every node
 //! but the root holds at least 7 keys, so a tree of a million blocks is at
 //! most 7 levels deep and most searches touch 2 or 3 cache-resident levels.
 //!
@@ -37,6 +39,8 @@ const MIN: usize = CAP / 2;
 /// Deepest possible tree (MIN + 1 = 8 children per level: 8^16 = 2^48).
 const MAX_DEPTH: usize = 16;
 const NIL: u32 = u32::MAX;
+/// Nodes per chunk (a power of two).
+const CHUNK: usize = 256;
 const ADDR_BITS: u32 = 44;
 const SEQ_BITS: u32 = 52;
 
@@ -77,10 +81,11 @@ pub struct SizeTree {
     /// Levels (0: empty; 1: the root is a leaf).
     depth: usize,
     len: usize,
-    /// The node array and its capacity in nodes.
-    nodes: *mut Node,
-    cap: usize,
-    /// Nodes handed out from the array so far.
+    /// The directory: `dir_cap` chunk addresses, of which `chunks` mapped.
+    dir: *mut *mut Node,
+    dir_cap: usize,
+    chunks: usize,
+    /// Nodes handed out from the chunks so far (`cap` = chunks * CHUNK).
     used: usize,
     /// Freed nodes, linked through `kids[0]`.
     free: u32,
@@ -102,8 +107,9 @@ impl SizeTree {
             root: NIL,
             depth: 0,
             len: 0,
-            nodes: core::ptr::null_mut(),
-            cap: 0,
+            dir: core::ptr::null_mut(),
+            dir_cap: 0,
+            chunks: 0,
             used: 0,
             free: NIL,
         }
@@ -122,29 +128,41 @@ impl SizeTree {
     // ------------------------------------------------------------------
     // Nodes.
 
+    /// Nodes the mapped chunks hold.
+    fn cap(&self) -> usize {
+        self.chunks * CHUNK
+    }
+
+    #[inline]
+    fn node_ptr(&self, n: u32) -> *mut Node {
+        debug_assert!((n as usize) < self.used);
+        let n = n as usize;
+        // SAFETY: `n < used <= cap`, so chunk `n / CHUNK` is mapped and its
+        // address is in the directory.
+        unsafe { (*self.dir.add(n / CHUNK)).add(n % CHUNK) }
+    }
+
     #[inline]
     fn node(&self, n: u32) -> &Node {
-        debug_assert!((n as usize) < self.used);
-        // SAFETY: node indices handed out are below `used` <= `cap`, within
-        // the mapped array, and the tree is borrowed for the reference's life.
-        unsafe { &*self.nodes.add(n as usize) }
+        // SAFETY: a node handed out lies in a mapped chunk; the tree is
+        // borrowed for the reference's life.
+        unsafe { &*self.node_ptr(n) }
     }
 
     #[inline]
     fn node_mut(&mut self, n: u32) -> &mut Node {
-        debug_assert!((n as usize) < self.used);
         // SAFETY: as in `node`, with the tree borrowed mutably.
-        unsafe { &mut *self.nodes.add(n as usize) }
+        unsafe { &mut *self.node_ptr(n) }
     }
 
-    /// A fresh empty node; `None` if the array could not grow.
+    /// A fresh empty node; `None` if a chunk could not be mapped.
     fn alloc(&mut self) -> Option<u32> {
         let n = if self.free != NIL {
             let n = self.free;
             self.free = self.node(n).kids[0];
             n
         } else {
-            if self.used == self.cap {
+            if self.used == self.cap() {
                 self.grow()?;
             }
             self.used += 1;
@@ -162,41 +180,58 @@ impl SizeTree {
         self.free = n;
     }
 
+    /// Maps one more chunk (and doubles the directory when it is full).
     fn grow(&mut self) -> Option<()> {
-        let size = core::mem::size_of::<Node>();
-        let cap = if self.cap == 0 { 64 } else { 2 * self.cap };
-        let addr = if self.cap == 0 {
-            os::map_anon(cap * size)?
-        } else {
-            // SAFETY: the array was mapped with `cap * size` bytes.
-            unsafe { os::remap_anon(self.nodes as usize, self.cap * size, cap * size)? }
-        };
-        self.nodes = addr as *mut Node;
-        self.cap = cap;
+        let ptr = core::mem::size_of::<*mut Node>();
+        if self.chunks == self.dir_cap {
+            let cap = if self.dir_cap == 0 {
+                512
+            } else {
+                2 * self.dir_cap
+            };
+            let dir = if self.dir_cap == 0 {
+                crate::os::map_meta(cap * ptr)?
+            } else {
+                // SAFETY: the directory was mapped with `dir_cap * ptr` bytes.
+                unsafe { os::remap_anon(self.dir as usize, self.dir_cap * ptr, cap * ptr)? }
+            };
+            self.dir = dir as *mut *mut Node;
+            self.dir_cap = cap;
+        }
+        let chunk = crate::os::map_meta(CHUNK * core::mem::size_of::<Node>())?;
+        // SAFETY: `chunks < dir_cap`: the slot is inside the directory.
+        unsafe { *self.dir.add(self.chunks) = chunk as *mut Node };
+        self.chunks += 1;
         Some(())
     }
 
     /// Makes sure `n` more nodes can be had without mapping (an insert
     /// splits at most one node per level, plus a new root).
     fn reserve(&mut self, n: usize) -> Option<()> {
-        let mut spare = self.cap - self.used;
+        let mut spare = self.cap() - self.used;
         let mut f = self.free;
         while spare < n && f != NIL {
             spare += 1;
             f = self.node(f).kids[0];
         }
         while spare < n {
-            let before = self.cap;
             self.grow()?;
-            spare += self.cap - before;
+            spare += CHUNK;
         }
         Some(())
     }
 
-    /// Makes sure the next few operations (an allocation and the frees
-    /// that follow it) find their nodes without mapping.
-    pub fn reserve_for_ops(&mut self) -> Option<()> {
-        self.reserve(4 * (self.depth + 1))
+    /// Makes sure the tree can hold `keys` keys without mapping: non-root
+    /// nodes are at least half full, so `keys / 6` nodes plus a path's worth
+    /// for splits in flight always suffice. The heap calls this with its
+    /// number of blocks before any operation that adds blocks: the free
+    /// blocks never outnumber the blocks, so a `free` never maps.
+    pub fn reserve_keys(&mut self, keys: usize) -> Option<()> {
+        let need = keys / 6 + 2 * (self.depth + 2);
+        while self.cap() < need {
+            self.grow()?;
+        }
+        Some(())
     }
 
     // ------------------------------------------------------------------
@@ -646,10 +681,16 @@ impl SizeTree {
 
 impl Drop for SizeTree {
     fn drop(&mut self) {
-        if self.cap != 0 {
-            // SAFETY: the array was mapped (or remapped) with this size and
-            // the tree, which alone refers to it, is going away.
-            unsafe { os::unmap_anon(self.nodes as usize, self.cap * core::mem::size_of::<Node>()) };
+        let bytes = CHUNK * core::mem::size_of::<Node>();
+        for c in 0..self.chunks {
+            // SAFETY: each chunk was mapped with `bytes` bytes and only this
+            // tree, which is going away, refers to it.
+            unsafe { os::unmap_anon(*self.dir.add(c) as usize, bytes) };
+        }
+        if self.dir_cap != 0 {
+            let bytes = self.dir_cap * core::mem::size_of::<*mut Node>();
+            // SAFETY: as above, for the directory.
+            unsafe { os::unmap_anon(self.dir as usize, bytes) };
         }
     }
 }

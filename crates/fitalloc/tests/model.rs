@@ -181,6 +181,7 @@ impl Stats {
         h.gaps += o.gaps;
         h.shrinks += o.shrinks;
         h.absorbs += o.absorbs;
+        h.absorbs_whole += o.absorbs_whole;
         h.merges_next += o.merges_next;
         h.merges_prev += o.merges_prev;
     }
@@ -844,6 +845,7 @@ fn run_policy(policy: Policy) {
         assert!(stats.realloc_moved > 0 && stats.realloc_same > 0 && stats.failed_allocs == 0);
         assert!(h.maps > 0 && h.splits > 0 && h.gaps > 0 && h.gap_bumped > 0);
         assert!(h.shrinks > 0 && h.absorbs > 0 && h.merges_next > 0 && h.merges_prev > 0);
+        assert!(h.absorbs_whole > 0, "realloc never took a whole next block");
         assert!(
             h.wraps > 0 || policy != Policy::NextFit,
             "next fit never wrapped"

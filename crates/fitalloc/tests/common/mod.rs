@@ -156,6 +156,8 @@ pub struct Hits {
     pub shrinks: u64,
     /// Realloc rule 2.
     pub absorbs: u64,
+    /// Realloc rule 2 taking all of the next block (no free tail left).
+    pub absorbs_whole: u64,
     /// Free merged with the next / previous block.
     pub merges_next: u64,
     /// Free merged with the previous block.
@@ -440,6 +442,7 @@ impl Model {
                         .insert(bi + 1, Blk::free(pos.offset + need, total - need));
                 } else {
                     r.blocks[bi].size = total;
+                    self.hits.absorbs_whole += 1;
                 }
                 return Realloc::Same(pos);
             }
