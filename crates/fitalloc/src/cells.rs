@@ -1,10 +1,10 @@
 //! The position index: a heap's free blocks in list order, kept entirely
 //! outside the heap's memory.
 //!
-//! Every region of the heap owns a run of consecutive *cells*, one per 4 KiB
+//! Every region of the heap owns a run of consecutive *cells*, one per KiB
 //! of its memory; runs are handed out in region creation order, so cell
 //! order followed by address order inside a cell is exactly list order. A
-//! cell has a bitmap of the free blocks that *start* in it (256 bits, one
+//! cell has a bitmap of the free blocks that *start* in it (64 bits, one
 //! per 16-byte granule) and its address; a 16-ary max tree ([`MaxTree`])
 //! over the cells holds the size of the largest free block starting in each
 //! subtree:
@@ -12,10 +12,10 @@
 //! ```text
 //!  cells:   c = 0          1          2          3    ...   cap - 1
 //!  bits[c]  0010..0001 | 0000..0000 | 1000..0100 | ...        bit g: a free
-//!  addr[c]  region A    A + 4 KiB    region B                 block starts
+//!  addr[c]  region A    A + 1 KiB    region B                 block starts
 //!                                                             at addr + 16 g
-//!  max[cap + c]  = largest free block (units) starting in cell c
-//!  max[i]        = max(max[2i], max[2i+1]),   max[1] = largest of all
+//!  tree leaf c   = largest free block (units) starting in cell c
+//!  tree node     = max of its 16 children,      top = largest of all
 //! ```
 //!
 //! - **First fit**: descend from the root to the first leaf whose maximum
@@ -29,7 +29,7 @@
 //! end the process (`Block::indexed_units`); nothing else of a free block is
 //! ever read, so a program writing into freed memory cannot steer the
 //! index. A cell's maximum is recomputed (a scan of its free starts, at most
-//! 64 and usually a few) only when its largest block leaves or shrinks;
+//! 22 and usually one or two) only when its largest block leaves or shrinks;
 //! every other change walks up the tree and stops at the first node that
 //! does not change. That scan reads sizes without checking the headers: a
 //! forged size can only send a later search to the wrong cell, where every
@@ -51,8 +51,8 @@ use crate::os;
 use crate::registry::{RegionDesc, Registry};
 
 /// Bytes of memory per cell.
-pub const CELL: usize = 4096;
-const CELL_SHIFT: u32 = 12;
+pub const CELL: usize = 1024;
+const CELL_SHIFT: u32 = 10;
 const GRANULE_SHIFT: u32 = 4;
 /// 64-bit words of bitmap per cell (256 granules).
 const WORDS: usize = CELL >> GRANULE_SHIFT >> 6;

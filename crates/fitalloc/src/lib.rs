@@ -31,7 +31,7 @@
 //! | [`block`] | the block header and every pointer step |
 //! | [`policy`] | the four policies and the order each needs |
 //! | [`maxtree`] | a 16-ary max tree: the first leaf at least k |
-//! | [`cells`] | the position index: free-block starts per 4 KiB, under a max tree |
+//! | [`cells`] | the position index: free-block starts per KiB, under a max tree |
 //! | [`sizes`] | the size index: a B+tree keyed by (size, position) |
 //! | [`index`] | the free index the heap talks to (one of the two) |
 //! | [`heap`] | alloc, free, realloc, memalign, split, merge, the checker |
@@ -45,7 +45,7 @@
 //! tiling a region; **free index** — where the free blocks are found;
 //! **policy** — the rule that picks among fitting free blocks; **position**
 //! — (region creation number, address), the list order every policy is
-//! defined over; **cell** — 4 KiB of a region in the position index;
+//! defined over; **cell** — 1 KiB of a region in the position index;
 //! **arena** — one thread's heap; **remote free** — a free of another
 //! arena's block, handed to that arena.
 //!
