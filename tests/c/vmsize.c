@@ -8,6 +8,8 @@
  *  mixed    50 rounds of 6 blocks of 1..20 MB, freed in a shuffled order
  *  realloc  10 rounds of one block grown by realloc from 1 MB to 20 MB
  *  rss      50 rounds of malloc(20 MB) + memset + free: VmRSS
+ *  steady   50 rounds of 10 blocks of up to 20 MB, all freed: the same
+ *           VmSize after every round
  * Limits: from after the first round to after the last, VmSize and VmRSS
  * grow by at most 10 MB; after each part frees everything, VmSize is within
  * 10 MB of its value before the part's first allocation. While a block is
@@ -152,10 +154,37 @@ int main(void) {
       first = vm();
     }
   }
-  check(rheld - rbefore >= 19 * 1024, "rss: VmRSS with a touched 20 MB block held grew by %ld kB (>= %ld kB)",
-        rheld - rbefore, 19 * 1024);
+  /* Up to 8 MiB of the block may be pages the span cache kept resident
+   * (SPEC §2's cache, reused without faulting them in again). */
+  check(rheld - rbefore >= 11 * 1024, "rss: VmRSS with a touched 20 MB block held grew by %ld kB (>= %ld kB)",
+        rheld - rbefore, 11 * 1024);
   judge("rss", "VmRSS", rbefore, rfirst, rss());
   judge("rss", "VmSize", before, first, vm());
+
+  /* steady: the course's free test: 10 blocks of up to 20 MB, all freed,
+   * 50 times; VmSize after every round is round 1's: never below it (the
+   * course's test subtracts the numbers as unsigned) and above it by at most
+   * 64 kB (a 16 kB page-map leaf for a window of address space that small
+   * regions reach for the first time; see crates/fitalloc/src/registry.rs). */
+  long steady = 0, worst = 0, below = 0;
+  for (int r = 0; r < 50; r++) {
+    void *p[10];
+    for (int i = 0; i < 10; i++) {
+      size_t n = 1 + next() % (20 * MB);
+      p[i] = xmalloc(n);
+      ((char *)p[i])[n - 1] = 1;
+      USE(p[i]);
+    }
+    for (int i = 0; i < 10; i++) free(p[i]);
+    long now = vm();
+    if (r == 0) steady = now;
+    if (now - steady > worst) worst = now - steady;
+    if (steady - now > below) below = steady - now;
+  }
+  check(worst <= 64, "steady: VmSize after every round at most %ld kB above round 1's (%ld kB)", worst,
+        steady);
+  check(below <= 8, "steady: VmSize after every round at most %ld kB below round 1's (%ld kB)", below,
+        steady);
 
   printf("vmsize: %s\n", failed ? "FAILED" : "all ok");
   return failed ? 1 : 0;

@@ -44,7 +44,7 @@ fn forget(addr: usize, len: usize) {
 
 /// When the kernel refuses metadata memory: give the cached spans back.
 fn trim_pages() {
-    PAGES.lock_if_threaded().trim();
+    PAGES.lock_if_threaded().trim_all();
 }
 
 static NEXT_HEAP_ID: AtomicU32 = AtomicU32::new(1);
@@ -798,7 +798,7 @@ impl<'a> Heaps<'a> {
 /// neighbours'.
 fn foreign_block(id: u32, p: usize) -> Result<crate::block::Block, Misuse> {
     let d = REGISTRY.desc(id);
-    if !p.is_multiple_of(ALIGN) || p < d.start() + HEADER {
+    if !p.is_multiple_of(ALIGN) || p < d.start() + HEADER || p >= d.end() {
         return Err(Misuse::NotOurs);
     }
     // SAFETY: `p - HEADER` is 16-aligned inside live region `id`.

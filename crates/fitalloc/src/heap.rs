@@ -728,7 +728,11 @@ impl<S: PageSource> Heap<S> {
             return Err(Misuse::NotOurs);
         }
         let d = self.reg.desc(id);
-        if d.owner() != self.id || !p.is_multiple_of(ALIGN) || p < d.start() + HEADER {
+        if d.owner() != self.id
+            || !p.is_multiple_of(ALIGN)
+            || p < d.start() + HEADER
+            || p >= d.end()
+        {
             return Err(Misuse::NotOurs);
         }
         // SAFETY: `p - HEADER` is 16-aligned and inside region `id` of this
@@ -803,12 +807,17 @@ impl<S: PageSource> Heap<S> {
             if !d.size().is_multiple_of(self.source.page_size()) {
                 return Err(("region is not a whole number of pages", d.start()));
             }
+            let step = if d.size() >= crate::spans::LARGE {
+                d.size() - 4096
+            } else {
+                4096
+            };
             let mut page = d.start();
             while page < d.end() {
                 if reg.lookup(page) != id {
                     return Err(("page map does not point at the region", page));
                 }
-                page += 4096;
+                page += step;
             }
             let (f, u) = self.check_region(d, id)?;
             free += f;

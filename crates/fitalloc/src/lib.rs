@@ -28,6 +28,7 @@
 //! | [`os`] | the only code that calls `mmap`/`munmap` |
 //! | [`cache`] | a bounded cache of released spans (a page source) |
 //! | [`registry`] | region descriptors and the page map (address → region) |
+//! | [`spans`] | the large regions: a sorted table beside the page map |
 //! | [`block`] | the block header and every pointer step |
 //! | [`policy`] | the four policies and the order each needs |
 //! | [`maxtree`] | a 16-ary max tree: the first leaf at least k |
@@ -74,6 +75,7 @@ pub mod policy;
 pub mod registry;
 pub mod report;
 pub mod sizes;
+pub mod spans;
 pub mod trace;
 mod tracer;
 

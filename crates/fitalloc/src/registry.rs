@@ -13,13 +13,27 @@
 //! to [`RELEASED`] until they are reused or go back to the kernel
 //! ([`Registry::forget_pages`]).
 //!
-//! Metadata comes straight from `os::map_meta` and is never returned; it is
+//! A leaf none of whose pages maps anything any more is remembered, and the
+//! next window of the address space that needs a leaf takes it over, so the
+//! map's memory follows the address space in use, not every address ever
+//! used: a program that frees everything and starts again (at other
+//! addresses) finds the same virtual size. A thread looking up an address
+//! that is not ours may meanwhile read a moved leaf and get another
+//! region's id: every caller checks that the address lies inside the region
+//! it was told, so such a lookup still says "not ours".
+//!
+//! Regions of [`LARGE`] bytes or more are not in the page map but in a
+//! sorted table of spans ([`crate::spans`]), which `lookup` consults when
+//! the page map says nothing.
+//!
+//! Metadata comes straight from `os::map_anon` and is never returned; it is
 //! bounded by the address span and the peak number of regions.
 
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
-use crate::lock::RawLock;
+use crate::lock::{Lock, RawLock};
 use crate::os;
+use crate::spans::{Spans, LARGE};
 
 const PAGE_SHIFT: u32 = 12;
 const LEVEL_BITS: u32 = 12;
@@ -35,7 +49,17 @@ const DESC_CHUNK: usize = 1024;
 const DESC_CHUNKS: usize = 16384;
 
 type Leaf = [AtomicU32; FANOUT];
-type Mid = [AtomicPtr<Leaf>; FANOUT];
+
+/// A middle node: its leaves, and how many pages of each map something
+/// (a region or RELEASED). A leaf whose count drops to 0 may be moved to
+/// another window of the address space (see `Registry::spare`).
+struct Mid {
+    leaves: [AtomicPtr<Leaf>; FANOUT],
+    used: [AtomicU32; FANOUT],
+}
+
+/// Unused leaves remembered for reuse (leaf number = page >> LEVEL_BITS).
+const SPARES: usize = 64;
 
 /// The descriptor of one region. Fields are atomics so that any thread may
 /// read them; only the owning heap (under its lock) writes them.
@@ -100,6 +124,11 @@ impl RegionDesc {
 pub struct Registry {
     lock: RawLock,
     map: [AtomicPtr<Mid>; FANOUT],
+    /// Leaf numbers of unused leaves (under `lock`), `spare_count` of them.
+    spare: [AtomicU64; SPARES],
+    spare_count: AtomicU32,
+    /// Regions of `LARGE` bytes or more (not in the page map).
+    large: Lock<Spans>,
     descs: [AtomicPtr<RegionDesc>; DESC_CHUNKS],
     /// Ids handed out so far (the next fresh id is `fresh + 1`).
     fresh: AtomicU32,
@@ -121,6 +150,9 @@ impl Registry {
         Registry {
             lock: RawLock::new(),
             map: [const { AtomicPtr::new(core::ptr::null_mut()) }; FANOUT],
+            spare: [const { AtomicU64::new(0) }; SPARES],
+            spare_count: AtomicU32::new(0),
+            large: Lock::new(Spans::new()),
             descs: [const { AtomicPtr::new(core::ptr::null_mut()) }; DESC_CHUNKS],
             fresh: AtomicU32::new(0),
             released: AtomicU32::new(0),
@@ -164,22 +196,34 @@ impl Registry {
         let page = addr >> PAGE_SHIFT;
         let mid = self.map[page >> (2 * LEVEL_BITS)].load(Acquire);
         if mid.is_null() {
-            return 0;
+            return self.large.lock_if_threaded().find(addr);
         }
         // SAFETY: published mid nodes are never freed; the index is < FANOUT.
-        let leaf = unsafe { (*mid)[(page >> LEVEL_BITS) & (FANOUT - 1)].load(Acquire) };
+        let leaf = unsafe { (*mid).leaves[(page >> LEVEL_BITS) & (FANOUT - 1)].load(Acquire) };
         if leaf.is_null() {
-            return 0;
+            return self.large.lock_if_threaded().find(addr);
         }
-        // SAFETY: published leaves are never freed; the index is < FANOUT.
-        unsafe { (*leaf)[page & (FANOUT - 1)].load(Relaxed) }
+        // SAFETY: leaves are never unmapped (only moved); index < FANOUT.
+        match unsafe { (*leaf)[page & (FANOUT - 1)].load(Relaxed) } {
+            0 => self.large.lock_if_threaded().find(addr),
+            id => id,
+        }
     }
 
     /// Records a new region of heap `owner` and returns its id; `None` if the
     /// metadata could not be mapped (then nothing changed).
     pub fn add_region(&self, start: usize, size: usize, owner: u32) -> Option<u32> {
         debug_assert!(owner != 0 && start.is_multiple_of(1 << PAGE_SHIFT));
-        if start.checked_add(size)? > ADDRESS_LIMIT || !self.ensure_pages(start, size) {
+        let large = size >= LARGE;
+        if start.checked_add(size)? > ADDRESS_LIMIT {
+            return None;
+        }
+        let ready = if large {
+            self.large.lock_if_threaded().reserve(2)
+        } else {
+            self.ensure_pages(start, size)
+        };
+        if !ready {
             return None;
         }
         let id = self.take_id()?;
@@ -190,7 +234,20 @@ impl Registry {
         d.prev.store(0, Relaxed);
         d.next.store(0, Relaxed);
         d.owner.store(owner, Release);
-        self.fill_pages(start, size, id);
+        if large {
+            // Pages of released small regions may lie here: they map nothing now.
+            self.unmark_pages(start, size);
+            self.large
+                .lock_if_threaded()
+                .insert(start, start + size, id);
+        } else {
+            let mut spans = self.large.lock_if_threaded();
+            if spans.reserve(1) {
+                spans.clear(start, start + size, Some(RELEASED));
+            }
+            drop(spans);
+            self.fill_pages(start, size, id);
+        }
         Some(id)
     }
 
@@ -198,7 +255,13 @@ impl Registry {
     /// reused.
     pub fn remove_region(&self, id: u32) {
         let d = self.desc(id);
-        self.fill_pages(d.start(), d.size(), RELEASED);
+        if d.size() >= LARGE {
+            self.large
+                .lock_if_threaded()
+                .release(d.start(), id, RELEASED);
+        } else {
+            self.fill_pages(d.start(), d.size(), RELEASED);
+        }
         d.owner.store(0, Release);
         let _g = self.lock.lock();
         d.next.store(self.released.load(Relaxed), Relaxed);
@@ -219,7 +282,7 @@ impl Registry {
         let slot = &self.descs[id / DESC_CHUNK];
         if slot.load(Relaxed).is_null() {
             let bytes = DESC_CHUNK * core::mem::size_of::<RegionDesc>();
-            slot.store(os::map_meta(bytes)? as *mut RegionDesc, Release);
+            slot.store(os::map_anon(bytes)? as *mut RegionDesc, Release);
         }
         self.fresh.store(id as u32, Relaxed);
         Some(id as u32)
@@ -229,79 +292,172 @@ impl Registry {
     fn ensure_pages(&self, start: usize, size: usize) -> bool {
         let first = start >> PAGE_SHIFT;
         let last = (start + size - 1) >> PAGE_SHIFT;
-        let mut leaf = first >> LEVEL_BITS;
-        while leaf <= last >> LEVEL_BITS {
-            if self.leaf_for(leaf, true).is_null() {
-                return false;
-            }
-            leaf += 1;
+        let _g = self.lock.lock();
+        (first >> LEVEL_BITS..=last >> LEVEL_BITS).all(|n| self.make_leaf(n))
+    }
+
+    /// The middle node for leaf number `n`, if it exists.
+    fn mid_of(&self, n: usize) -> Option<&Mid> {
+        let mid = self.map[n >> LEVEL_BITS].load(Acquire);
+        // SAFETY: published middle nodes are never freed.
+        (!mid.is_null()).then(|| unsafe { &*mid })
+    }
+
+    /// The leaf for leaf number `n` (page >> LEVEL_BITS), or null.
+    fn leaf_for(&self, n: usize) -> *mut Leaf {
+        match self.mid_of(n) {
+            Some(mid) => mid.leaves[n & (FANOUT - 1)].load(Acquire),
+            None => core::ptr::null_mut(),
         }
+    }
+
+    /// Creates leaf `n` if missing (with the lock held): an unused leaf of
+    /// another window if one is remembered, else a fresh mapping.
+    fn make_leaf(&self, n: usize) -> bool {
+        let at = &self.map[n >> LEVEL_BITS];
+        if at.load(Acquire).is_null() {
+            // (map_anon, not map_meta: its retry takes the cache's lock,
+            // which may wait for this registry's.)
+            let Some(mem) = os::map_anon(core::mem::size_of::<Mid>()) else {
+                return false;
+            };
+            at.store(mem as *mut Mid, Release);
+        }
+        let Some(mid) = self.mid_of(n) else {
+            return false;
+        };
+        let slot = &mid.leaves[n & (FANOUT - 1)];
+        if !slot.load(Acquire).is_null() {
+            // In use again: no longer a spare for other windows.
+            self.forget_spare(n);
+            return true;
+        }
+        let leaf = match self.take_spare() {
+            Some(leaf) => leaf,
+            None => match os::map_anon(core::mem::size_of::<Leaf>()) {
+                Some(mem) => mem as *mut Leaf,
+                None => return false,
+            },
+        };
+        slot.store(leaf, Release);
         true
     }
 
-    /// The leaf for leaf number `n` (page >> LEVEL_BITS), created if asked.
-    fn leaf_for(&self, n: usize, create: bool) -> *mut Leaf {
-        let mid_slot = &self.map[n >> LEVEL_BITS];
-        let mut mid = mid_slot.load(Acquire);
-        if mid.is_null() {
-            if !create {
-                return core::ptr::null_mut();
+    /// Unlinks a remembered leaf that is still unused and returns it (its
+    /// entries are all 0). With the lock held.
+    fn take_spare(&self) -> Option<*mut Leaf> {
+        while self.spare_count.load(Relaxed) > 0 {
+            let k = self.spare_count.load(Relaxed) - 1;
+            self.spare_count.store(k, Relaxed);
+            let n = self.spare[k as usize].load(Relaxed) as usize;
+            let Some(mid) = self.mid_of(n) else { continue };
+            let i = n & (FANOUT - 1);
+            let leaf = mid.leaves[i].load(Acquire);
+            if leaf.is_null() || mid.used[i].load(Relaxed) != 0 {
+                continue;
             }
-            mid = self.publish(mid_slot, core::mem::size_of::<Mid>());
-            if mid.is_null() {
-                return mid.cast();
-            }
+            mid.leaves[i].store(core::ptr::null_mut(), Release);
+            return Some(leaf);
         }
-        // SAFETY: `mid` is a published, never-freed node; the index is < FANOUT.
-        let leaf_slot = unsafe { &(*mid)[n & (FANOUT - 1)] };
-        let leaf = leaf_slot.load(Acquire);
-        if !leaf.is_null() || !create {
-            return leaf;
-        }
-        self.publish(leaf_slot, core::mem::size_of::<Leaf>())
+        None
     }
 
-    /// Maps a zeroed node and installs it in `slot` unless another thread
-    /// won the race; returns the installed node (null if mapping failed).
-    fn publish<T>(&self, slot: &AtomicPtr<T>, bytes: usize) -> *mut T {
-        let Some(fresh) = os::map_meta(bytes) else {
-            return core::ptr::null_mut();
+    /// Leaf `n` is wanted by its own window again (with the lock held).
+    fn forget_spare(&self, n: usize) {
+        let k = self.spare_count.load(Relaxed) as usize;
+        if let Some(i) = (0..k).find(|&i| self.spare[i].load(Relaxed) == n as u64) {
+            self.spare[i].store(self.spare[k - 1].load(Relaxed), Relaxed);
+            self.spare_count.store(k as u32 - 1, Relaxed);
+        }
+    }
+
+    /// Remembers leaf `n` as unused (with the lock held).
+    fn remember_spare(&self, n: usize) {
+        let k = self.spare_count.load(Relaxed) as usize;
+        if k < SPARES && (0..k).all(|i| self.spare[i].load(Relaxed) != n as u64) {
+            self.spare[k].store(n as u64, Relaxed);
+            self.spare_count.store(k as u32 + 1, Relaxed);
+        }
+    }
+
+    /// Page `page`'s entry in the page map (0 if it has no leaf).
+    fn page_value(&self, page: usize) -> u32 {
+        let leaf = self.leaf_for(page >> LEVEL_BITS);
+        if leaf.is_null() {
+            return 0;
+        }
+        // SAFETY: leaves are never unmapped; the index is < FANOUT.
+        unsafe { (*leaf)[page & (FANOUT - 1)].load(Relaxed) }
+    }
+
+    /// Sets page `page`'s entry to `id`, keeping its leaf's count of pages
+    /// in use; returns whether the leaf became unused.
+    fn set_page(&self, page: usize, id: u32) -> bool {
+        let n = page >> LEVEL_BITS;
+        let Some(mid) = self.mid_of(n) else {
+            return false;
         };
-        let fresh = fresh as *mut T;
-        match slot.compare_exchange(core::ptr::null_mut(), fresh, AcqRel, Acquire) {
-            Ok(_) => fresh,
-            Err(won) => {
-                // SAFETY: `fresh` was mapped just above and never shared.
-                unsafe { os::unmap_anon(fresh as usize, bytes) };
-                won
+        let leaf = mid.leaves[n & (FANOUT - 1)].load(Acquire);
+        debug_assert!(!leaf.is_null());
+        if leaf.is_null() {
+            return false;
+        }
+        // SAFETY: the leaf exists (ensure_pages) and is never unmapped.
+        let old = unsafe { (*leaf)[page & (FANOUT - 1)].swap(id, Relaxed) };
+        let used = &mid.used[n & (FANOUT - 1)];
+        match (old != 0, id != 0) {
+            (false, true) => {
+                used.fetch_add(1, Relaxed);
+                false
             }
+            (true, false) => used.fetch_sub(1, Relaxed) == 1,
+            _ => false,
         }
     }
 
-    /// The span went back to the kernel: its released pages map to nothing.
+    /// The span went back to the kernel: its released pages map to
+    /// nothing, and leaves left with nothing to map are remembered.
     pub fn forget_pages(&self, start: usize, size: usize) {
         if start.saturating_add(size) > ADDRESS_LIMIT || size == 0 {
             return;
         }
+        self.large
+            .lock_if_threaded()
+            .clear(start, start + size, Some(RELEASED));
+        let _g = self.lock.lock();
         for page in start >> PAGE_SHIFT..=(start + size - 1) >> PAGE_SHIFT {
-            let leaf = self.leaf_for(page >> LEVEL_BITS, false);
-            if !leaf.is_null() {
-                // SAFETY: published leaves are never freed; index < FANOUT.
-                let slot = unsafe { &(*leaf)[page & (FANOUT - 1)] };
-                let _ = slot.compare_exchange(RELEASED, 0, Relaxed, Relaxed);
+            if self.page_value(page) == RELEASED && self.set_page(page, 0) {
+                self.remember_spare(page >> LEVEL_BITS);
             }
+        }
+    }
+
+    /// Pages in `[start, start + size)` that still say RELEASED (of small
+    /// regions released there before) map nothing any more.
+    fn unmark_pages(&self, start: usize, size: usize) {
+        let _g = self.lock.lock();
+        let (first, last) = (start >> PAGE_SHIFT, (start + size - 1) >> PAGE_SHIFT);
+        let mut page = first;
+        while page <= last {
+            let n = page >> LEVEL_BITS;
+            let window_end = ((n + 1) << LEVEL_BITS).min(last + 1);
+            if !self.leaf_for(n).is_null() {
+                for p in page..window_end {
+                    if self.page_value(p) == RELEASED && self.set_page(p, 0) {
+                        self.remember_spare(n);
+                    }
+                }
+            }
+            page = window_end;
         }
     }
 
     fn fill_pages(&self, start: usize, size: usize, id: u32) {
         let first = start >> PAGE_SHIFT;
         let last = (start + size - 1) >> PAGE_SHIFT;
+        let _g = self.lock.lock();
         for page in first..=last {
-            let leaf = self.leaf_for(page >> LEVEL_BITS, false);
-            debug_assert!(!leaf.is_null());
-            // SAFETY: `ensure_pages` created this leaf before the region was
-            // added; leaves are never freed; the index is < FANOUT.
-            unsafe { (*leaf)[page & (FANOUT - 1)].store(id, Relaxed) };
+            self.set_page(page, id);
         }
     }
 }
@@ -320,5 +476,51 @@ impl Registry {
     /// Fork "child": the holder is gone; reset it.
     pub fn fork_child(&self) {
         self.lock.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: usize = 1 << (PAGE_SHIFT + LEVEL_BITS);
+
+    /// Leaves move between windows only when unused, and never away from a
+    /// window a new region also covers (the registry records addresses
+    /// only, so no memory is needed at them).
+    #[test]
+    fn leaves_move_only_when_unused() {
+        let reg = Registry::new();
+        let page = 1 << PAGE_SHIFT;
+        let a = 0x10_0000_0000 + 7 * WINDOW;
+        let id = reg.add_region(a, 4 * page, 1).unwrap();
+        assert_eq!(reg.lookup(a + page), id);
+        reg.remove_region(id);
+        assert_eq!(reg.lookup(a), RELEASED);
+        reg.forget_pages(a, 4 * page);
+        assert_eq!(reg.lookup(a), 0);
+        // Window 7's leaf is now a spare; a region straddling windows 7 and
+        // 8 needs both: 7 keeps its own leaf, 8 gets a fresh one.
+        let b = a + WINDOW - 2 * page;
+        let id2 = reg.add_region(b, 4 * page, 1).unwrap();
+        for p in 0..4 {
+            assert_eq!(reg.lookup(b + p * page), id2);
+        }
+        reg.remove_region(id2);
+        reg.forget_pages(b, 4 * page);
+        // Both spares; a far window takes one over, and lookups in the old
+        // windows say nothing.
+        let c = 0x20_0000_0000;
+        let id3 = reg.add_region(c, page, 1).unwrap();
+        assert_eq!(reg.lookup(c), id3);
+        assert_eq!(reg.lookup(b), 0);
+        // A large region is in the table, not the page map.
+        let big = 0x30_0000_0000;
+        let id4 = reg.add_region(big, LARGE * 2, 1).unwrap();
+        assert_eq!((reg.lookup(big), reg.lookup(big + LARGE)), (id4, id4));
+        reg.remove_region(id4);
+        assert_eq!(reg.lookup(big + 5), RELEASED);
+        reg.forget_pages(big, LARGE * 2);
+        assert_eq!(reg.lookup(big + 5), 0);
     }
 }
