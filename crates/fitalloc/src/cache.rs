@@ -27,7 +27,7 @@ use crate::os::{self, PageSource};
 pub const BUDGET: usize = 8 << 20;
 /// Requests below this are carved from a fresh chunk of this size.
 pub const CHUNK: usize = 1 << 20;
-const SLOTS: usize = 32;
+const SLOTS: usize = 128;
 /// Fresh spans this large are aligned for transparent huge pages.
 const HUGE_FROM: usize = 4 << 20;
 
@@ -95,11 +95,13 @@ impl CachedPages {
         BUDGET + self.outstanding / 2
     }
 
-    /// The smallest cached span of at least `len` bytes (first by address).
+    /// The smallest cached span of at least `len` bytes; among equals the
+    /// most recently cached (its pages are the likeliest to be resident and
+    /// in cache).
     fn best(&self, len: usize) -> Option<usize> {
         (0..self.count)
             .filter(|&i| self.spans[i].len >= len)
-            .min_by_key(|&i| (self.spans[i].len, self.spans[i].addr))
+            .min_by_key(|&i| (self.spans[i].len, u64::MAX - self.spans[i].stamp))
     }
 
     fn newest(&self) -> Option<usize> {

@@ -57,8 +57,9 @@ const GRANULE_SHIFT: u32 = 4;
 /// 64-bit words of bitmap per cell (256 granules).
 const WORDS: usize = CELL >> GRANULE_SHIFT >> 6;
 const FIRST_CAP: usize = 64;
-/// Tables of at most this many cells (about 45 KiB) never shrink.
-const SHRINK_FLOOR: usize = 1024;
+/// Tables of at most this many cells (16 MiB of regions; about 330 KiB of
+/// table) never shrink.
+const SHRINK_FLOOR: usize = 16384;
 
 /// The position index (see the module docs).
 pub struct Cells {
@@ -356,11 +357,15 @@ impl Cells {
     ) -> Option<()> {
         let n = d.size() >> CELL_SHIFT;
         if self.next + n > self.cap {
-            let mut cap = FIRST_CAP;
-            while cap < 2 * (self.live + n) {
-                cap *= 2;
+            if 2 * (self.live + n) <= self.cap {
+                self.compact(reg, regions);
+            } else {
+                let mut cap = FIRST_CAP;
+                while cap < 2 * (self.live + n) {
+                    cap *= 2;
+                }
+                self.relocate(reg, cap, regions)?;
             }
-            self.relocate(reg, cap, regions)?;
         }
         let base = self.next;
         d.set_base(base as u32);
@@ -426,6 +431,38 @@ impl Cells {
         self.release_table();
         *self = fresh;
         Some(())
+    }
+
+    /// Packs the cells of `regions` (list order) to the front of the table
+    /// in place: no memory is mapped and no page is touched for the first
+    /// time, which matters to a heap whose regions come and go.
+    fn compact(&mut self, reg: &Registry, regions: &mut dyn Iterator<Item = u32>) {
+        let mut to = 0;
+        for id in regions {
+            let d = reg.desc(id);
+            let (from, n) = (d.base() as usize, d.size() >> CELL_SHIFT);
+            debug_assert!(from >= to);
+            if from != to {
+                for i in 0..n {
+                    for w in 0..WORDS {
+                        self.set_word(to + i, w, self.word(from + i, w));
+                    }
+                    self.set_addr_at(to + i, self.addr_at(from + i));
+                    self.tree.put_leaf(to + i, self.tree.get(from + i));
+                }
+                d.set_base(to as u32);
+            }
+            to += n;
+        }
+        for c in to..self.next {
+            for w in 0..WORDS {
+                self.set_word(c, w, 0);
+            }
+            self.tree.put_leaf(c, 0);
+        }
+        self.next = to;
+        self.live = to;
+        self.tree.rebuild();
     }
 
     /// An empty index with a table of `cap` cells (a power of two, at
