@@ -40,6 +40,25 @@ static KEY: AtomicU32 = AtomicU32::new(0);
 /// Whether the first thread's slot (0) was claimed and stored in its key.
 static MAIN_SET: AtomicU32 = AtomicU32::new(0);
 
+/// A direct-mapped cache from thread (`pthread_self`) to slot, so that the
+/// hot path does not need `pthread_getspecific`: entry = thread << 16 |
+/// slot, one word (read and written whole). A miss (or a collision) takes
+/// the slow path, which is always right; the key's destructor clears the
+/// exiting thread's entry, so no entry outlives its thread.
+const CACHE: usize = 256;
+static SLOT_CACHE: [AtomicU64; CACHE] = [const { AtomicU64::new(0) }; CACHE];
+
+#[inline]
+fn self_id() -> u64 {
+    // SAFETY: pthread_self has no preconditions and does not allocate.
+    unsafe { libc::pthread_self() as u64 }
+}
+
+#[inline]
+fn cache_index(me: u64) -> usize {
+    ((me >> 12) ^ (me >> 20)) as usize % CACHE
+}
+
 /// Whether slot `s` belongs to a live thread.
 pub fn slot_taken(s: usize) -> bool {
     TAKEN[s / 64].load(Relaxed) & 1 << (s % 64) != 0
@@ -66,6 +85,12 @@ fn release(s: usize) {
 
 /// The thread is exiting: its slot (and arena) is free for the next thread.
 extern "C" fn thread_exit(value: *mut c_void) {
+    let me = self_id();
+    let e = &SLOT_CACHE[cache_index(me)];
+    let v = e.load(Relaxed);
+    if v >> 16 == me {
+        let _ = e.compare_exchange(v, 0, Relaxed, Relaxed);
+    }
     let v = value as usize;
     if v != 0 && v - 1 < MAX_ARENAS {
         release(v - 1);
@@ -108,11 +133,22 @@ pub fn my_slot() -> usize {
     if os::single_threaded() && MAIN_SET.load(Relaxed) != 0 {
         return 0;
     }
-    my_slot_slow()
+    let me = self_id();
+    let v = SLOT_CACHE[cache_index(me)].load(Relaxed);
+    if v >> 16 == me {
+        return (v & 0xffff) as usize;
+    }
+    my_slot_slow(me)
 }
 
 #[inline(never)]
-fn my_slot_slow() -> usize {
+fn my_slot_slow(me: u64) -> usize {
+    let slot = my_slot_from_key();
+    SLOT_CACHE[cache_index(me)].store(me << 16 | slot as u64, Relaxed);
+    slot
+}
+
+fn my_slot_from_key() -> usize {
     let key = thread_key();
     if let Some(k) = key {
         // SAFETY: reading this thread's value of our key.
@@ -147,6 +183,9 @@ pub fn fork_child() {
     };
     for w in &TAKEN {
         w.store(0, Relaxed);
+    }
+    for e in &SLOT_CACHE {
+        e.store(0, Relaxed);
     }
     if mine != 0 && mine - 1 < MAX_ARENAS {
         TAKEN[(mine - 1) / 64].fetch_or(1 << ((mine - 1) % 64), Relaxed);

@@ -463,19 +463,22 @@ impl Registry {
 }
 
 impl Registry {
-    /// Fork "prepare": hold the registry lock across `fork`.
+    /// Fork "prepare": hold the registry's locks across `fork`.
     pub fn fork_prepare(&self) {
+        self.large.raw().acquire();
         self.lock.acquire();
     }
 
-    /// Fork "parent": release it.
+    /// Fork "parent": release them.
     pub fn fork_parent(&self) {
         self.lock.release();
+        self.large.raw().release();
     }
 
-    /// Fork "child": the holder is gone; reset it.
+    /// Fork "child": the holders are gone; reset them.
     pub fn fork_child(&self) {
         self.lock.reset();
+        self.large.raw().reset();
     }
 }
 
