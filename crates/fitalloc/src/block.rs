@@ -33,7 +33,19 @@ pub const MAX_UNITS: usize = i32::MAX as usize;
 pub const FREE: u32 = 1;
 /// The block stores a name in its last `NAME_AREA` bytes.
 pub const NAMED: u32 = 2;
+/// A free block whose payload (but its name) was filled with [`POISON`]
+/// when it was freed in check mode; verified before it is used again.
+pub const POISONED: u32 = 4;
+/// A used block's last `slack()` usable bytes are [`CANARY`] bytes past the
+/// requested size (check mode), verified at free and realloc.
+const SLACK_SHIFT: u32 = 3;
+/// Most canary bytes a header can announce.
+pub const MAX_SLACK: usize = 31;
 const FLAG_MASK: u32 = 0xff;
+/// The byte freed payloads are filled with in check mode.
+pub const POISON: u8 = 0xDD;
+/// The byte after a request's end in check mode.
+pub const CANARY: u8 = 0xCB;
 
 /// The in-memory block header.
 #[repr(C)]
@@ -128,6 +140,27 @@ impl Block {
     #[inline]
     pub fn is_named(self) -> bool {
         self.flags() & NAMED != 0
+    }
+
+    /// Canary bytes at the end of the usable area (0 outside check mode).
+    #[inline]
+    pub fn slack(self) -> usize {
+        (self.flags() >> SLACK_SHIFT) as usize
+    }
+
+    /// The flags with `slack` canary bytes announced.
+    #[inline]
+    pub fn with_slack(flags: u32, slack: usize) -> u32 {
+        debug_assert!(slack <= MAX_SLACK);
+        (flags & ((1 << SLACK_SHIFT) - 1)) | (slack as u32) << SLACK_SHIFT
+    }
+
+    /// The bytes of a free block that check mode poisons: the payload
+    /// without the name area.
+    #[inline]
+    pub fn poison_range(self) -> (usize, usize) {
+        let name = if self.is_named() { NAME_AREA } else { 0 };
+        (self.payload(), self.end() - name)
     }
 
     /// First byte after the block.
@@ -244,6 +277,34 @@ impl Block {
         }
         h.size_units
     }
+}
+
+/// The first byte of `[from, to)` that is not `byte`, if any.
+pub fn first_not(from: usize, to: usize, byte: u8) -> Option<usize> {
+    // SAFETY: callers pass ranges inside blocks of their heap.
+    let bytes = unsafe { core::slice::from_raw_parts(from as *const u8, to - from) };
+    bytes.iter().position(|&b| b != byte).map(|i| from + i)
+}
+
+/// Reports a write into a freed block (check mode) and aborts.
+#[cold]
+#[inline(never)]
+pub fn write_after_free(at: usize, b: Block) -> ! {
+    crate::eprint_raw!(
+        "fitalloc: write after free at {at:#x} (block {:#x}-{:#x}, {} bytes)\n",
+        b.addr(),
+        b.end(),
+        b.size()
+    );
+    crate::os::abort()
+}
+
+/// Reports a write past the requested size (check mode) and aborts.
+#[cold]
+#[inline(never)]
+pub fn buffer_overflow(at: usize) -> ! {
+    crate::eprint_raw!("fitalloc: buffer overflow at {at:#x}\n");
+    crate::os::abort()
 }
 
 /// Reports a free block whose header was overwritten and aborts.

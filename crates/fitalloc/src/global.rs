@@ -407,6 +407,7 @@ impl Shared {
         });
         heap.set_policy(policy);
         heap.set_scribble(a.options.scribble);
+        heap.set_check(a.options.check);
         if a.options.leak_check || a.options.stats {
             report::prepare(true);
         }

@@ -9,7 +9,10 @@
 //! written before the free index hears of a change, because the index reads
 //! the headers of the free blocks it keeps.
 
-use crate::block::{self, Block, ALIGN, FREE, HEADER, MAX_UNITS, MIN_BLOCK, NAMED, NAME_AREA};
+use crate::block::{
+    self, Block, ALIGN, CANARY, FREE, HEADER, MAX_SLACK, MAX_UNITS, MIN_BLOCK, NAMED, NAME_AREA,
+    POISON, POISONED,
+};
 use crate::index::{FreeIndex, Rover};
 use crate::os::PageSource;
 pub use crate::policy::Policy;
@@ -133,6 +136,9 @@ pub struct Heap<S: PageSource> {
     tail: u32,
     rover: Rover,
     scribble: bool,
+    /// Check mode (`ALLOCATOR_CHECK`): canaries after requests, poisoned
+    /// free blocks.
+    check: bool,
     counters: Counters,
     /// Blocks in all regions (used and free): the bound on free blocks the
     /// size index reserves room for.
@@ -172,6 +178,7 @@ impl<S: PageSource> Heap<S> {
             tail: 0,
             rover: Rover::Start,
             scribble: false,
+            check: false,
             counters: Counters::default(),
             blocks: 0,
         }
@@ -231,6 +238,13 @@ impl<S: PageSource> Heap<S> {
         self.scribble = on;
     }
 
+    /// Check mode: every request gets canary bytes after its end (checked
+    /// when it is freed or reallocated) and every freed block is filled
+    /// with a pattern (checked when it is used again, merged or checked).
+    pub fn set_check(&mut self, on: bool) {
+        self.check = on;
+    }
+
     // ----------------------------------------------------------------------
     // The public operations.
 
@@ -240,8 +254,7 @@ impl<S: PageSource> Heap<S> {
         let need = block::need(size, false)?;
         let c = self.choose_or_map(need)?;
         let b = self.take(c, 0, need, 0);
-        self.scribble_from(b, 0);
-        Some(b.payload())
+        Some(self.hand_out(b, size, 0))
     }
 
     /// Allocates `size` bytes and records `name` (first 31 bytes).
@@ -253,19 +266,20 @@ impl<S: PageSource> Heap<S> {
         let n = name.len().min(NAME_AREA - 1);
         area[..n].copy_from_slice(&name[..n]);
         write_name(b, &area);
-        self.scribble_from(b, 0);
-        Some(b.payload())
+        Some(self.hand_out(b, size, 0))
     }
 
     /// Allocates `n * size` zeroed bytes; `None` on overflow or out of memory.
     pub fn calloc(&mut self, n: usize, size: usize) -> Option<usize> {
-        let need = block::need(n.checked_mul(size)?, false)?;
+        let bytes = n.checked_mul(size)?;
+        let need = block::need(bytes, false)?;
         let c = self.choose_or_map(need)?;
         let b = self.take(c, 0, need, 0);
         if !c.zeroed {
             // SAFETY: the usable bytes of a block we just allocated are ours.
             unsafe { core::ptr::write_bytes(b.payload() as *mut u8, 0, b.usable()) };
         }
+        self.guard(b, bytes);
         Some(b.payload())
     }
 
@@ -288,8 +302,7 @@ impl<S: PageSource> Heap<S> {
             gap += align;
         }
         let b = self.take(c, gap, need, 0);
-        self.scribble_from(b, 0);
-        Some(b.payload())
+        Some(self.hand_out(b, size, 0))
     }
 
     /// Frees the block at `p`.
@@ -302,6 +315,7 @@ impl<S: PageSource> Heap<S> {
     #[inline]
     pub fn free_in(&mut self, region: u32, p: usize) -> Result<(), Misuse> {
         let b = self.block_in(region, p)?;
+        verify_guard(b);
         self.counters.in_use -= b.size();
         self.release(b, self.reg.desc(region));
         Ok(())
@@ -321,6 +335,7 @@ impl<S: PageSource> Heap<S> {
         size: usize,
     ) -> Result<Option<usize>, Misuse> {
         let b = self.block_in(region, p)?;
+        verify_guard(b);
         let d = self.reg.desc(region);
         let Some(need) = block::need(size, b.is_named()) else {
             return Ok(None);
@@ -333,13 +348,13 @@ impl<S: PageSource> Heap<S> {
                 }
                 self.shrink(b, d, need);
             }
+            self.guard(b, size);
             return Ok(Some(p));
         }
         if let Some(n) = next_in(d, b).filter(|n| n.is_free()) {
             if s + n.size() >= need {
                 self.absorb(b, d, n, need);
-                self.scribble_from(b, old_usable);
-                return Ok(Some(p));
+                return Ok(Some(self.hand_out(b, size, old_usable)));
             }
         }
         let Some(c) = self.choose_or_map(need) else {
@@ -355,20 +370,26 @@ impl<S: PageSource> Heap<S> {
         if flags != 0 {
             write_name(nb, &read_name(b));
         }
-        self.scribble_from(nb, old_usable);
+        self.hand_out(nb, size, old_usable);
         self.counters.in_use -= b.size();
         self.release(b, d);
         Ok(Some(nb.payload()))
     }
 
     /// Usable bytes of the block at `p`.
-    pub fn usable_size(&self, p: usize) -> Result<usize, Misuse> {
+    pub fn usable_size(&mut self, p: usize) -> Result<usize, Misuse> {
         self.usable_size_in(self.reg.lookup(p), p)
     }
 
     /// `usable_size` when the caller already looked `p` up (as `free_in`).
-    pub fn usable_size_in(&self, region: u32, p: usize) -> Result<usize, Misuse> {
-        Ok(self.block_in(region, p)?.usable())
+    /// All of them may be written: a check-mode canary is dropped.
+    pub fn usable_size_in(&mut self, region: u32, p: usize) -> Result<usize, Misuse> {
+        let b = self.block_in(region, p)?;
+        verify_guard(b);
+        if b.slack() != 0 {
+            b.set_flags(self.secret, Block::with_slack(b.flags(), 0));
+        }
+        Ok(b.usable())
     }
 
     // ----------------------------------------------------------------------
@@ -498,6 +519,14 @@ impl<S: PageSource> Heap<S> {
     fn take(&mut self, c: Chosen, gap: usize, need: usize, flags: u32) -> Block {
         let (secret, s, at) = (self.secret, c.size, c.block);
         let (region, at_prev) = (at.region(), at.prev_size());
+        verify_poison(at);
+        // The free pieces stay poisoned (their bytes are the verified
+        // pattern), unless a name area of `c` lies in the tail.
+        let keep = if at.flags() & (POISONED | NAMED) == POISONED {
+            POISONED
+        } else {
+            0
+        };
         let d = self.reg.desc(region);
         let rest = s - gap - need;
         let (used, tail) = if rest >= MIN_BLOCK {
@@ -510,7 +539,7 @@ impl<S: PageSource> Heap<S> {
         // SAFETY: as above; only used when `tail > 0`.
         let t = unsafe { Block::from_raw(u.addr() + used) };
         if gap > 0 {
-            at.write(secret, region, at_prev, gap, FREE);
+            at.write(secret, region, at_prev, gap, FREE | keep);
         }
         u.write(
             secret,
@@ -520,7 +549,7 @@ impl<S: PageSource> Heap<S> {
             flags,
         );
         if tail > 0 {
-            t.write(secret, region, used, tail, FREE);
+            t.write(secret, region, used, tail, FREE | keep);
         }
         if gap + tail > 0 {
             let last = if tail > 0 { t } else { u };
@@ -561,6 +590,11 @@ impl<S: PageSource> Heap<S> {
         let next = next_in(d, b).filter(|c| c.is_free());
         let start = prev.map_or(b.addr(), |a| a.addr());
         let end = next.map_or(b.end(), |c| c.end());
+        // A write into a free neighbour is caught before the merge hides it.
+        for f in prev.into_iter().chain(next) {
+            verify_poison(f);
+        }
+        let parts = Parts::of(prev, b, next);
         self.blocks -= prev.is_some() as usize + next.is_some() as usize;
         if start == d.start() && end == d.end() {
             for f in prev.into_iter().chain(next) {
@@ -603,9 +637,36 @@ impl<S: PageSource> Heap<S> {
             // SAFETY: `end` is a block boundary inside region `d`.
             unsafe { Block::from_raw(end) }.set_prev_size(end - start);
         }
+        // SAFETY: `low` now spans `start..end`, a block of this region.
+        let merged = unsafe { Block::from_raw(start) };
+        self.poison_merged(merged, &parts);
         if let Some(name) = name {
-            // SAFETY: `low` now spans `start..end`, a block of this region.
-            write_name(unsafe { Block::from_raw(start) }, &name);
+            write_name(merged, &name);
+        }
+    }
+
+    /// Check mode: fills the parts of the merged free block `m` that do not
+    /// hold the poison pattern yet (the freed block, absorbed headers,
+    /// unpoisoned neighbours, old name areas) and marks it poisoned;
+    /// outside check mode, makes sure it is not marked.
+    fn poison_merged(&self, m: Block, parts: &Parts) {
+        let marked = m.flags() & POISONED != 0;
+        if !self.check {
+            if marked {
+                m.set_flags(self.secret, m.flags() & !POISONED);
+            }
+            return;
+        }
+        let (from, to) = m.poison_range();
+        for &(a, b) in parts.unpoisoned(m.addr()).iter() {
+            let (a, b) = (a.max(from), b.min(to));
+            if a < b {
+                // SAFETY: inside the free block `m`, which is the heap's.
+                unsafe { core::ptr::write_bytes(a as *mut u8, POISON, b - a) };
+            }
+        }
+        if !marked {
+            m.set_flags(self.secret, m.flags() | POISONED);
         }
     }
 
@@ -663,6 +724,12 @@ impl<S: PageSource> Heap<S> {
 
     /// Grows used block `b` into its free next neighbour `n` to `need` bytes.
     fn absorb(&mut self, b: Block, d: &RegionDesc, n: Block, need: usize) {
+        verify_poison(n);
+        let keep = if n.flags() & (POISONED | NAMED) == POISONED {
+            POISONED
+        } else {
+            0
+        };
         let name = b.is_named().then(|| read_name(b));
         let secret = self.secret;
         let (old, total, n_units) = (b.size(), b.size() + n.size(), n.units());
@@ -671,7 +738,7 @@ impl<S: PageSource> Heap<S> {
             b.set_size(secret, need);
             // SAFETY: `b + need` is 16-aligned and inside the old `n`.
             let t = unsafe { Block::from_raw(b.addr() + need) };
-            t.write(secret, b.region(), need, rest, FREE);
+            t.write(secret, b.region(), need, rest, FREE | keep);
             if let Some(next) = next_in(d, t) {
                 next.set_prev_size(rest);
             }
@@ -703,6 +770,38 @@ impl<S: PageSource> Heap<S> {
             c.peak_in_use = c.in_use;
             c.mapped_at_peak_in_use = c.mapped;
         }
+    }
+
+    /// Finishes an allocation of `n` bytes in `b` whose first `from` usable
+    /// bytes are the caller's (realloc): scribble, canary. Returns the
+    /// payload.
+    #[inline]
+    fn hand_out(&mut self, b: Block, n: usize, from: usize) -> usize {
+        self.scribble_from(b, from);
+        self.guard(b, n);
+        b.payload()
+    }
+
+    /// In check mode, fills the usable bytes past the request's `n` (at
+    /// most `MAX_SLACK` of them) with canary bytes and records how many in
+    /// the header; outside check mode, makes sure none is recorded.
+    #[inline]
+    fn guard(&mut self, b: Block, n: usize) {
+        if !self.check && b.slack() == 0 {
+            return;
+        }
+        let usable = b.usable();
+        let slack = if self.check {
+            (usable - n.min(usable)).min(MAX_SLACK)
+        } else {
+            0
+        };
+        if slack != b.slack() {
+            b.set_flags(self.secret, Block::with_slack(b.flags(), slack));
+        }
+        // SAFETY: the last `slack` usable bytes of a block we hand out are
+        // ours until the caller gets them.
+        unsafe { core::ptr::write_bytes((b.payload() + usable - slack) as *mut u8, CANARY, slack) };
     }
 
     /// Fills the usable bytes of `b` from offset `from` with 0xAA if on.
@@ -913,6 +1012,86 @@ impl<S: PageSource> Heap<S> {
             return Err(("region is one free block but still mapped", d.start()));
         }
         Ok((free, used))
+    }
+}
+
+/// What a free merges, as it was before the merge: enough to tell which
+/// bytes of the merged block do not hold the poison pattern yet.
+struct Parts {
+    /// (start, end, flags) of the free previous block, if merged.
+    prev: Option<(usize, usize, u32)>,
+    /// The freed block.
+    freed: (usize, usize),
+    /// (start, end, flags) of the free next block, if merged.
+    next: Option<(usize, usize, u32)>,
+}
+
+impl Parts {
+    fn of(prev: Option<Block>, b: Block, next: Option<Block>) -> Parts {
+        let info = |f: Block| (f.addr(), f.end(), f.flags());
+        Parts {
+            prev: prev.map(info),
+            freed: (b.addr(), b.end()),
+            next: next.map(info),
+        }
+    }
+
+    /// The byte ranges of the merged block starting at `start` that may
+    /// hold something else than the pattern (at most six).
+    fn unpoisoned(&self, start: usize) -> [(usize, usize); 6] {
+        let mut r = [(0, 0); 6];
+        let stale_name = |end: usize, flags: u32| {
+            if flags & NAMED != 0 {
+                (end - NAME_AREA, end)
+            } else {
+                (0, 0)
+            }
+        };
+        let whole = |a: usize, b: usize, flags: u32| {
+            if flags & POISONED != 0 {
+                (a, a + HEADER)
+            } else {
+                (a, b)
+            }
+        };
+        // The freed block (its header too when it is not the merged block's
+        // first: the caller clips everything to the merged payload).
+        r[0] = (self.freed.0.max(start), self.freed.1);
+        if let Some((a, b, f)) = self.prev {
+            r[2] = if f & POISONED != 0 {
+                (0, 0)
+            } else {
+                (a + HEADER, b)
+            };
+            r[3] = stale_name(b, f);
+        }
+        if let Some((a, b, f)) = self.next {
+            r[4] = whole(a, b, f);
+            r[5] = stale_name(b, f);
+        }
+        r
+    }
+}
+
+/// Checks the canary bytes a used block's header announces (check mode).
+#[inline]
+fn verify_guard(b: Block) {
+    let slack = b.slack();
+    if slack != 0 {
+        let end = b.payload() + b.usable();
+        if let Some(at) = block::first_not(end - slack, end, CANARY) {
+            block::buffer_overflow(at);
+        }
+    }
+}
+
+/// Checks that a poisoned free block still holds only the pattern.
+fn verify_poison(f: Block) {
+    if f.flags() & POISONED != 0 {
+        let (from, to) = f.poison_range();
+        if let Some(at) = block::first_not(from, to, POISON) {
+            block::write_after_free(at, f);
+        }
     }
 }
 

@@ -102,12 +102,20 @@ impl Options {
         if env.is_null() {
             return;
         }
+        // A setuid/setgid program obeys none of them (as glibc ignores its
+        // own malloc settings there): the caller must not choose where its
+        // files go or learn its heap addresses.
+        let obey = !secure();
         let mut i = 0;
         loop {
             // SAFETY: environ is a NULL-terminated array of C strings.
             let entry = unsafe { *env.add(i) };
             if entry.is_null() {
                 break;
+            }
+            if !obey {
+                i += 1;
+                continue;
             }
             // SAFETY: each entry is a NUL-terminated string.
             let bytes = unsafe { core::ffi::CStr::from_ptr(entry) }.to_bytes();
@@ -168,6 +176,19 @@ fn warn_unknown_policy(value: &[u8]) {
         "fitalloc: unknown ALLOCATOR_ALGORITHM '{}{more}', using first_fit\n",
         crate::fmt::Text(shown)
     );
+}
+
+/// Whether the process is privileged (AT_SECURE), asked once.
+fn secure() -> bool {
+    static SECURE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+    match SECURE.load(Relaxed) {
+        0 => {
+            let s = crate::os::secure();
+            SECURE.store(1 + s as u8, Relaxed);
+            s
+        }
+        v => v == 2,
+    }
 }
 
 fn environ_ptr() -> *const *const c_char {

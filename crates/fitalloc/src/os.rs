@@ -223,20 +223,43 @@ pub fn abort() -> ! {
     unsafe { libc::abort() }
 }
 
-/// A 64-bit random value from the kernel's AT_RANDOM bytes (or the clock).
+/// A 64-bit secret from the kernel's `getrandom` (without blocking). If
+/// the pool is not ready yet (very early boot), it falls back to a mix of
+/// AT_RANDOM's *second* half (its first 8 bytes are glibc's stack canary,
+/// which must not double as this key), the clock and a stack address.
 pub fn random_seed() -> u64 {
+    let mut v = 0u64;
+    // SAFETY: getrandom writes at most 8 bytes into `v`; GRND_NONBLOCK
+    // makes it fail rather than wait.
+    let n = keep_errno(|| unsafe {
+        libc::getrandom((&mut v as *mut u64).cast(), 8, libc::GRND_NONBLOCK)
+    });
+    if n == 8 && v != 0 {
+        return v;
+    }
     // SAFETY: getauxval has no preconditions.
     let at = unsafe { libc::getauxval(libc::AT_RANDOM) } as usize;
-    if at != 0 {
-        // SAFETY: AT_RANDOM points at 16 random bytes the kernel placed on the
-        // initial stack, valid for the life of the process.
-        return unsafe { ptr::read_unaligned(at as *const u64) };
-    }
+    let mut x = if at != 0 {
+        // SAFETY: AT_RANDOM points at 16 random bytes the kernel placed on
+        // the initial stack, valid for the life of the process.
+        unsafe { ptr::read_unaligned((at + 8) as *const u64) }
+    } else {
+        0
+    };
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes into the timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) << 32 ^ ts.tv_nsec as u64
+    x ^= (ts.tv_sec as u64) << 32 ^ ts.tv_nsec as u64 ^ (&ts as *const _ as u64).rotate_left(17);
+    (x ^ (x >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Whether the process runs with privileges it did not get from its user
+/// (setuid, setgid, capabilities): glibc's `__libc_enable_secure`, from the
+/// kernel's AT_SECURE. Such a process ignores every `ALLOCATOR_*` option.
+pub fn secure() -> bool {
+    // SAFETY: getauxval has no preconditions.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
