@@ -348,7 +348,9 @@ impl<S: PageSource> Heap<S> {
                 }
                 self.shrink(b, d, need);
             }
-            self.guard(b, size);
+            // The bytes past the new size held the caller's data: no canary
+            // over them (a realloc that keeps the block in place clears it).
+            self.guard(b, b.usable());
             return Ok(Some(p));
         }
         if let Some(n) = next_in(d, b).filter(|n| n.is_free()) {
@@ -386,8 +388,12 @@ impl<S: PageSource> Heap<S> {
     pub fn usable_size_in(&mut self, region: u32, p: usize) -> Result<usize, Misuse> {
         let b = self.block_in(region, p)?;
         verify_guard(b);
-        if b.slack() != 0 {
+        let slack = b.slack();
+        if slack != 0 {
             b.set_flags(self.secret, Block::with_slack(b.flags(), 0));
+            // The canary bytes become the caller's: as a new allocation's,
+            // scribbled if scribbling is on.
+            self.scribble_from(b, b.usable() - slack);
         }
         Ok(b.usable())
     }
@@ -594,7 +600,7 @@ impl<S: PageSource> Heap<S> {
         for f in prev.into_iter().chain(next) {
             verify_poison(f);
         }
-        let parts = Parts::of(prev, b, next);
+        let parts = self.check.then(|| Parts::of(prev, b, next));
         self.blocks -= prev.is_some() as usize + next.is_some() as usize;
         if start == d.start() && end == d.end() {
             for f in prev.into_iter().chain(next) {
@@ -639,7 +645,7 @@ impl<S: PageSource> Heap<S> {
         }
         // SAFETY: `low` now spans `start..end`, a block of this region.
         let merged = unsafe { Block::from_raw(start) };
-        self.poison_merged(merged, &parts);
+        self.poison_merged(merged, parts.as_ref());
         if let Some(name) = name {
             write_name(merged, &name);
         }
@@ -649,14 +655,14 @@ impl<S: PageSource> Heap<S> {
     /// hold the poison pattern yet (the freed block, absorbed headers,
     /// unpoisoned neighbours, old name areas) and marks it poisoned;
     /// outside check mode, makes sure it is not marked.
-    fn poison_merged(&self, m: Block, parts: &Parts) {
+    fn poison_merged(&self, m: Block, parts: Option<&Parts>) {
         let marked = m.flags() & POISONED != 0;
-        if !self.check {
+        let Some(parts) = parts else {
             if marked {
                 m.set_flags(self.secret, m.flags() & !POISONED);
             }
             return;
-        }
+        };
         let (from, to) = m.poison_range();
         for &(a, b) in parts.unpoisoned(m.addr()).iter() {
             let (a, b) = (a.max(from), b.min(to));
@@ -872,6 +878,11 @@ impl<S: PageSource> Heap<S> {
             }
             if b.addr() > addr {
                 return Misuse::NotOurs;
+            }
+            if b.is_free() && addr < b.end() && b.is_sealed(self.secret) {
+                // Inside free memory: a block freed (and merged, its header
+                // overwritten by check mode's pattern) being freed again.
+                return Misuse::DoubleFree;
             }
             let sane = b.is_sealed(self.secret) && b.size() >= MIN_BLOCK && b.end() <= d.end();
             if !sane || b.end() == d.end() {
