@@ -57,9 +57,8 @@ const GRANULE_SHIFT: u32 = 4;
 /// 64-bit words of bitmap per cell (256 granules).
 const WORDS: usize = CELL >> GRANULE_SHIFT >> 6;
 const FIRST_CAP: usize = 64;
-/// Tables of at most this many cells (16 MiB of regions; about 330 KiB of
-/// table) never shrink.
-const SHRINK_FLOOR: usize = 16384;
+/// Tables of at most this many cells never shrink.
+const SHRINK_FROM: usize = 4096;
 
 /// The position index (see the module docs).
 pub struct Cells {
@@ -392,9 +391,15 @@ impl Cells {
             (b..b + (d.size() >> CELL_SHIFT)).all(|c| self.empty(c))
         });
         self.live -= d.size() >> CELL_SHIFT;
-        if self.cap > SHRINK_FLOOR && self.live * 8 <= self.cap {
+        // A big table shrinks to four times the live cells once they are a
+        // sixteenth: amortised O(1); a heap that emptied ends at the same
+        // table every time (the same virtual size after every round of a
+        // program that frees everything and starts again); tables of up to
+        // SHRINK_FROM cells (80 KiB) stay, so that a small heap whose
+        // regions come and go does not map a table each time.
+        if self.cap > SHRINK_FROM && self.live * 16 <= self.cap {
             let mut cap = FIRST_CAP;
-            while cap < 2 * self.live {
+            while cap < 4 * self.live {
                 cap *= 2;
             }
             // On failure the big table simply stays.
