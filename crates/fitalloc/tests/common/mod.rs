@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod run;
+
 use fitalloc::Policy;
 
 /// Bytes of header in front of every payload.
