@@ -551,19 +551,23 @@ impl SizeTree {
         if self.depth > 0 {
             let mut path = [(0, 0); MAX_DEPTH];
             let leaf = self.find_leaf(old, &mut path);
+            // The leftmost leaf has no lower bound, the rightmost (no next
+            // leaf) no upper bound: a key at their edge may move freely.
+            let leftmost = path[..self.depth - 1].iter().all(|&(_, i)| i == 0);
             let node = self.node_mut(leaf);
             let len = node.len as usize;
+            let rightmost = node.kids[0] == NIL;
             let i = node.keys[..len].partition_point(|&x| x < old);
             debug_assert!(i < len && node.keys[i] == old);
             let above_prev = if i > 0 {
                 node.keys[i - 1] < new
             } else {
-                new >= old
+                leftmost || new >= old
             };
             let below_next = if i + 1 < len {
                 new < node.keys[i + 1]
             } else {
-                new <= old
+                rightmost || new <= old
             };
             if above_prev && below_next {
                 node.keys[i] = new;
