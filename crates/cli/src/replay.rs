@@ -437,6 +437,6 @@ mod tests {
         let mut f = file(&[(Op::Malloc { size: 1 }, 0x10)]);
         f.truncate(f.len() - 1);
         let e = Trace::decode(&f).err().unwrap().to_string();
-        assert!(e.contains("ends inside a record"), "{e}");
+        assert!(e.contains("ends mid-record"), "{e}");
     }
 }

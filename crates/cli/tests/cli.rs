@@ -269,7 +269,7 @@ fn replay_errors() {
         .assert()
         .code(1)
         .stderr(predicate::function(one_line))
-        .stderr(predicate::str::contains("ends inside a record"));
+        .stderr(predicate::str::contains("ends mid-record"));
 
     fitalloc()
         .arg("replay")
