@@ -8,13 +8,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fitalloc::Policy;
 
-mod dump;
-mod layout;
 mod map;
-mod replay;
 mod report;
 mod run;
-mod svg;
 
 const ABOUT: &str = "Run programs on fitalloc, replay their allocation traces under every \
 placement policy, and draw the heap.";

@@ -5,11 +5,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use fitalloc::Policy;
+use fitalloc_cli::layout::Layout;
+use fitalloc_cli::replay::{Outcome, Stop, Trace};
+use fitalloc_cli::svg::{self, human, Panel};
 
-use crate::layout::Layout;
-use crate::replay::{Outcome, Stop, Trace};
 use crate::report::replay_with_progress;
-use crate::svg::{self, human, Panel};
 use crate::MapArgs;
 
 fn stats_line(l: &Layout) -> String {
@@ -104,7 +104,7 @@ fn from_dump(path: &Path, index: Option<usize>) -> Result<(Vec<String>, Vec<Pane
     let text =
         std::fs::read(path).with_context(|| format!("cannot read dump {}", path.display()))?;
     let text = String::from_utf8_lossy(&text);
-    let dumps = crate::dump::parse(&text).with_context(|| format!("{}", path.display()))?;
+    let dumps = fitalloc_cli::dump::parse(&text).with_context(|| format!("{}", path.display()))?;
     if dumps.is_empty() {
         bail!(
             "{}: no print_memory dump in the file (no '-- Current Memory State --' line)",

@@ -4,11 +4,11 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::Result;
+use fitalloc_cli::layout::Layout;
+use fitalloc_cli::replay::{replay as replay_trace, Outcome, Stop, Trace};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::layout::Layout;
-use crate::replay::{replay as replay_trace, Outcome, Stop, Trace};
 use crate::ReplayArgs;
 
 /// Traces with at least this many operations show a progress bar (on a

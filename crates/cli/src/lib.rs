@@ -1,0 +1,19 @@
+//! The library behind the `fitalloc` command: reading and replaying traces,
+//! parsing `print_memory` dumps, heap layouts and their SVG drawing.
+//!
+//! The binary (`src/main.rs`) adds the command line (`run`, `replay`, `map`)
+//! on top; the fuzz targets (`fuzz/` at the top of the repository) call the
+//! readers and the replay directly, so every error they can meet must be an
+//! `Err`, never a panic.
+//!
+//! | module | role |
+//! |---|---|
+//! | [`replay`] | a trace read as a stream and replayed on fitalloc's own heap |
+//! | [`dump`] | `print_memory` / `write_memory` text into layouts |
+//! | [`layout`] | a heap as (region index, offset) blocks |
+//! | [`svg`] | layouts drawn as SVG (and PNG) |
+
+pub mod dump;
+pub mod layout;
+pub mod replay;
+pub mod svg;
