@@ -8,12 +8,16 @@
 //!
 //! | module | role |
 //! |---|---|
-//! | [`replay`] | a trace read as a stream and replayed on fitalloc's own heap |
+//! | [`records`] | a trace file read as a stream: header first, bounded memory |
+//! | [`replay`] | the records replayed on fitalloc's own heap, every policy in one pass |
+//! | [`pages`] | memory for replay heaps (one registry, pooled span caches) |
 //! | [`dump`] | `print_memory` / `write_memory` text into layouts |
 //! | [`layout`] | a heap as (region index, offset) blocks |
 //! | [`svg`] | layouts drawn as SVG (and PNG) |
 
 pub mod dump;
 pub mod layout;
+pub mod pages;
+pub mod records;
 pub mod replay;
 pub mod svg;

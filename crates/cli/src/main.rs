@@ -168,6 +168,12 @@ pub struct RunArgs {
 /// when bytes in use peaked / peak bytes in use - 1), regions mapped, and
 /// nanoseconds per operation (replay loop only, not file parsing). Sizes are
 /// whole blocks, headers included.
+///
+/// The trace is read once, as a stream (a pipe such as /dev/stdin will do),
+/// and the policies are replayed side by side. A file that is not a trace is
+/// rejected after its first 32 bytes; a trace that ends mid-record (cut
+/// short, by a full disk say) is replayed up to its last complete record,
+/// with a warning.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
@@ -234,7 +240,8 @@ pub struct MapArgs {
     /// Which dump of the file to draw, from 1 [default: the last].
     #[arg(long, value_name = "K", conflicts_with = "trace")]
     pub dump_index: Option<usize>,
-    /// A trace to replay.
+    /// A trace to replay (a regular file unless --at or --at-mark is given:
+    /// finding the peak reads it twice).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
     /// Policy of the replay (with --compare: the policy whose peak picks the

@@ -6,10 +6,10 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use fitalloc::Policy;
 use fitalloc_cli::layout::Layout;
-use fitalloc_cli::replay::{Outcome, Stop, Trace};
+use fitalloc_cli::replay::{Outcome, Stop};
 use fitalloc_cli::svg::{self, human, Panel};
 
-use crate::report::replay_with_progress;
+use crate::report::{replay_with_progress, warn_if_cut_short};
 use crate::MapArgs;
 
 fn stats_line(l: &Layout) -> String {
@@ -142,40 +142,46 @@ fn file_name(p: &Path) -> String {
         .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
 }
 
+/// The operation after which bytes in use peak under `policy` (a first
+/// reading of the trace, so it must be a file, not a pipe).
+fn peak_op(path: &Path, policy: Policy) -> Result<u64> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        bail!(
+            "{}: finding the peak reads the trace twice, which only a regular file allows: \
+             give --at or --at-mark, or save the trace to a file",
+            path.display()
+        );
+    }
+    let (_, o) = replay_with_progress(path, &[policy], Stop::End, false, false)?;
+    Ok(o[0].peak_op)
+}
+
 fn from_trace(path: &Path, a: &MapArgs) -> Result<(Vec<String>, Vec<Panel>)> {
-    let t = Trace::load(path)?;
     let policy = Policy::from(a.policy);
-    let (stop, when) = match (a.at, a.at_mark) {
-        (Some(n), _) => (Stop::Op(n), format!("after operation {n} of {}", t.ops)),
-        (None, Some(n)) => (
-            Stop::Mark(n),
-            format!("at mark {n} (print_memory call {n})"),
-        ),
-        (None, None) => {
-            let o = replay_with_progress(&t, policy, Stop::End, false, false)?;
-            (
-                Stop::Op(o.peak_op),
-                format!(
-                    "after operation {} of {}, when bytes in use were highest under {}",
-                    o.peak_op,
-                    t.ops,
-                    policy.name()
-                ),
-            )
-        }
-    };
     let policies = if a.compare {
         Policy::ALL.to_vec()
     } else {
         vec![policy]
     };
-    let mut panels = Vec::new();
-    let mut ops = 0;
-    for p in policies {
-        let o = replay_with_progress(&t, p, stop, true, false)?;
-        ops = o.ops;
-        panels.push(panel_for(&o));
-    }
+    let stop = match (a.at, a.at_mark) {
+        (Some(n), _) => Stop::Op(n),
+        (None, Some(n)) => Stop::Mark(n),
+        (None, None) => Stop::Op(peak_op(path, policy)?),
+    };
+    let (summary, outcomes) = replay_with_progress(path, &policies, stop, true, false)?;
+    warn_if_cut_short(path, &summary);
+    let when = match (a.at, a.at_mark) {
+        (None, Some(n)) => format!("at mark {n} (print_memory call {n})"),
+        (Some(n), _) => format!("after operation {n} of {}", summary.ops),
+        (None, None) => format!(
+            "after operation {} of {}, when bytes in use were highest under {}",
+            outcomes[0].ops,
+            summary.ops,
+            policy.name()
+        ),
+    };
+    let ops = outcomes[0].ops;
+    let mut panels: Vec<Panel> = outcomes.iter().map(panel_for).collect();
     let name = file_name(path);
     let mut caption = vec![format!("fitalloc heap: {name}")];
     if a.compare {

@@ -4,6 +4,7 @@
 //! FITALLOC_SO.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use assert_cmd::Command;
 use fitalloc::trace::{Header, Op, Record, RECORD, VERSION};
@@ -258,19 +259,20 @@ fn replay_errors() {
         .stderr(predicate::function(one_line))
         .stderr(predicate::str::contains("bad magic"));
 
-    let t = sample(&dir);
-    let mut bytes = std::fs::read(&t).unwrap();
-    bytes.truncate(bytes.len() - 5);
-    let cut = dir.path().join("cut");
-    std::fs::write(&cut, bytes).unwrap();
+    let mut bytes = std::fs::read(sample(&dir)).unwrap();
+    bytes[RECORD * 5] = 0x77;
+    std::fs::write(&bad, bytes).unwrap();
     fitalloc()
         .arg("replay")
-        .arg(&cut)
+        .arg(&bad)
         .assert()
         .code(1)
         .stderr(predicate::function(one_line))
-        .stderr(predicate::str::contains("ends mid-record"));
+        .stderr(predicate::str::contains(
+            "unknown record kind (record at byte 160)",
+        ));
 
+    let t = sample(&dir);
     fitalloc()
         .arg("replay")
         .arg(&t)
@@ -286,6 +288,112 @@ fn replay_errors() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("invalid value 'good_fit'"));
+}
+
+/// How long a command may take on input it must reject at once: far more
+/// than it needs (milliseconds), far less than reading without end would
+/// take to be noticed.
+const FAST: Duration = Duration::from_secs(10);
+
+/// Runs `fitalloc ARGS` in `sh` with `INPUT |` before it.
+fn piped(input: &str, args: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(format!("{input} | \"$0\" {args}"))
+        .arg(assert_cmd::cargo::cargo_bin("fitalloc"))
+        .timeout(FAST);
+    c
+}
+
+#[test]
+fn non_traces_fail_fast() {
+    let dir = TempDir::new().unwrap();
+    let text = dir.path().join("text");
+    std::fs::write(&text, "-- Current Memory State --\n".repeat(1000)).unwrap();
+    let bad_magic = predicate::str::contains("not a fitalloc trace (bad magic)");
+    for file in [Path::new("/dev/zero"), &text] {
+        for args in [&["replay"][..], &["map", "--at", "5", "--trace"]] {
+            fitalloc()
+                .args(args)
+                .arg(file)
+                .timeout(FAST)
+                .assert()
+                .code(1)
+                .stderr(bad_magic.clone());
+        }
+    }
+    for args in ["replay /dev/stdin", "map --at-mark 1 --trace /dev/stdin"] {
+        piped("yes", args)
+            .assert()
+            .code(1)
+            .stderr(bad_magic.clone());
+    }
+    // The peak needs two readings: a pipe is refused before it is read.
+    piped("yes", "map --trace /dev/stdin")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("only a regular file allows"));
+    // A trace through a pipe replays (one reading).
+    let t = sample(&dir);
+    let out = piped(
+        &format!("cat '{}'", t.display()),
+        "replay /dev/stdin --json",
+    )
+    .assert()
+    .success()
+    .get_output()
+    .stdout
+    .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["operations_in_trace"], 64);
+}
+
+#[test]
+fn a_trace_cut_short_replays_with_a_warning() {
+    let dir = TempDir::new().unwrap();
+    let whole = std::fs::read(sample(&dir)).unwrap();
+    let warning = "fitalloc: warning: ";
+    // Cut inside the last record, and inside the malloc_name pair (its name
+    // record is the 63rd record after the header).
+    for (cut, complete, marks) in [(whole.len() - 5, 63, 1), (RECORD * 62 + 3, 60, 0)] {
+        let path = dir.path().join(format!("cut-{cut}"));
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        let out = fitalloc()
+            .arg("replay")
+            .arg(&path)
+            .assert()
+            .success()
+            .stderr(predicate::str::starts_with(warning))
+            .stderr(predicate::str::contains(format!(
+                "trace ends mid-record (file cut short?); its {complete} complete operations were replayed"
+            )))
+            .get_output()
+            .stdout
+            .clone();
+        let table = String::from_utf8(out).unwrap();
+        assert!(
+            table.contains(&format!(
+                "{complete} operations, {marks} marks; trace ends mid-record (file cut short?): replayed to its last complete record"
+            )),
+            "{table}"
+        );
+        assert!(!table.contains("replayed to the end"), "{table}");
+        let json = stdout_of(fitalloc().arg("replay").arg(&path).arg("--json"));
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["cut_short"], true);
+        assert_eq!(v["policies"][0]["operations"], complete);
+        fitalloc()
+            .args(["map", "--trace"])
+            .arg(&path)
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("trace ends mid-record"));
+    }
+    let path = dir.path().join("whole");
+    std::fs::write(&path, &whole).unwrap();
+    let json = stdout_of(fitalloc().arg("replay").arg(&path).arg("--json"));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["cut_short"], false);
 }
 
 #[test]
