@@ -234,7 +234,8 @@ Examples:
 #[command(group(clap::ArgGroup::new("input").required(true).args(["dump", "trace"])))]
 pub struct MapArgs {
     /// A file holding print_memory/write_memory output (other lines are
-    /// ignored).
+    /// ignored; blocks or regions that overlap, and blocks out of address
+    /// order, are drawn but reported on stderr).
     #[arg(long, value_name = "FILE")]
     pub dump: Option<PathBuf>,
     /// Which dump of the file to draw, from 1 [default: the last].

@@ -1,10 +1,12 @@
 //! `fitalloc map`: a dump or a replayed trace drawn as SVG / PNG.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufReader, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use fitalloc::Policy;
+use fitalloc_cli::dump;
 use fitalloc_cli::layout::Layout;
 use fitalloc_cli::replay::{Outcome, Stop};
 use fitalloc_cli::svg::{self, human, Panel};
@@ -101,34 +103,50 @@ pub fn map(a: MapArgs) -> Result<()> {
 }
 
 fn from_dump(path: &Path, index: Option<usize>) -> Result<(Vec<String>, Vec<Panel>)> {
-    let text =
-        std::fs::read(path).with_context(|| format!("cannot read dump {}", path.display()))?;
-    let text = String::from_utf8_lossy(&text);
-    let dumps = fitalloc_cli::dump::parse(&text).with_context(|| format!("{}", path.display()))?;
-    if dumps.is_empty() {
+    let file = File::open(path).with_context(|| format!("cannot read dump {}", path.display()))?;
+    let (dump, count) =
+        dump::read(BufReader::new(file), index).with_context(|| format!("{}", path.display()))?;
+    let Some(d) = dump else {
+        if count == 0 {
+            bail!(
+                "{}: no print_memory dump in the file (no '-- Current Memory State --' line)",
+                path.display()
+            );
+        }
         bail!(
-            "{}: no print_memory dump in the file (no '-- Current Memory State --' line)",
-            path.display()
-        );
-    }
-    let k = index.unwrap_or(dumps.len());
-    if k == 0 || k > dumps.len() {
-        bail!(
-            "{}: there are {} dumps in the file, not {k}",
+            "{}: there are {count} dumps in the file, not {}",
             path.display(),
-            dumps.len()
+            index.unwrap_or(0)
+        );
+    };
+    let k = index.unwrap_or(count);
+    let name = file_name(path);
+    for w in &d.warnings {
+        eprintln!("fitalloc: warning: {name}: {w}");
+    }
+    let warnings = d.warnings.len() + d.more_warnings;
+    if d.more_warnings > 0 {
+        eprintln!(
+            "fitalloc: warning: {name}: {} more warnings like these",
+            d.more_warnings
         );
     }
-    let l = dumps[k - 1].clone();
-    let name = file_name(path);
-    let caption = vec![
+    let l = d.layout;
+    let of = if index.is_some() {
+        String::new()
+    } else {
+        format!(" of {count}")
+    };
+    let mut caption = vec![
         format!("fitalloc heap: {name}"),
-        format!(
-            "print_memory dump {k} of {} in the file (a dump does not record the policy)",
-            dumps.len(),
-        ),
+        format!("print_memory dump {k}{of} in the file (a dump does not record the policy)"),
         stats_line(&l),
     ];
+    if warnings > 0 {
+        caption.push(format!(
+            "warning: {warnings} blocks or regions overlap or are out of address order (listed on stderr)"
+        ));
+    }
     let panel = Panel {
         title: format!("dump {k}"),
         subtitle: Vec::new(),

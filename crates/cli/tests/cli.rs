@@ -467,6 +467,77 @@ fn map_trace_dump_compare_png() {
 }
 
 #[test]
+fn map_dump_warns_about_overlaps_and_disorder() {
+    let dir = TempDir::new().unwrap();
+    let dump = dir.path().join("bad.txt");
+    let mut text = String::from(
+        "-- Current Memory State --\n\
+         [REGION 0x10000-0x12000] 8192\n\
+         \x20 [BLOCK 0x10100-0x10200] 256 [USED] 'second'\n\
+         \x20 [BLOCK 0x10000-0x10100] 256 [USED] 'first'\n\
+         [REGION 0x11000-0x12000] 4096\n",
+    );
+    std::fs::write(&dump, &text).unwrap();
+    let warned = |stderr: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("fitalloc: warning: bad.txt: "))
+            .map(str::to_string)
+            .collect()
+    };
+    let out = fitalloc()
+        .args(["map", "--dump"])
+        .arg(&dump)
+        .assert()
+        .success();
+    let o = out.get_output();
+    let w = warned(&String::from_utf8_lossy(&o.stderr));
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].contains("line 4: block at 0x10000 comes before the previous block"));
+    assert!(w[1].contains("line 5: region 0x11000-0x12000 overlaps the region of line 2"));
+    let svg = String::from_utf8(o.stdout.clone()).unwrap();
+    assert!(svg.contains("warning: 2 blocks or regions overlap or are out of address order"));
+    assert_eq!(rects(&svg), 2, "still drawn");
+
+    // Many overlapping blocks: one line each up to a cap, then a count.
+    for _ in 0..30 {
+        text.push_str("  [BLOCK 0x11000-0x11100] 256 [FREE] ''\n");
+    }
+    std::fs::write(&dump, &text).unwrap();
+    let out = fitalloc()
+        .args(["map", "--dump"])
+        .arg(&dump)
+        .assert()
+        .success();
+    let w = warned(&String::from_utf8_lossy(&out.get_output().stderr));
+    assert_eq!(w.len(), 11, "{w:?}");
+    assert!(
+        w[1].contains("overlaps an earlier block of its region"),
+        "{w:?}"
+    );
+    assert!(w[10].ends_with("21 more warnings like these"), "{w:?}");
+
+    // A clean dump warns about nothing.
+    std::fs::write(&dump, &text[..text.find("  [BLOCK 0x10100").unwrap()]).unwrap();
+    fitalloc()
+        .args(["map", "--dump"])
+        .arg(&dump)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("warning").not());
+}
+
+#[test]
+fn map_dump_rejects_binary_data_fast() {
+    fitalloc()
+        .args(["map", "--dump", "/dev/zero"])
+        .timeout(FAST)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("line 1: a NUL byte: binary data"));
+}
+
+#[test]
 fn map_caps_rectangles() {
     let dir = TempDir::new().unwrap();
     let mut ops = Vec::new();
