@@ -223,8 +223,10 @@ pub struct ReplayArgs {
 /// (label: index and size). With more, bands flow in rows, each as wide as its
 /// size (at least 16 px). Every block is at least 1 px wide; when blocks
 /// outnumber the pixels of a band, or the picture would hold more than
-/// --max-rects rectangles, runs of small blocks are merged into one rectangle
-/// shaded by the share in use, and the caption says so.
+/// --max-rects shapes (block rectangles and region bands), runs of small
+/// blocks are merged into one rectangle shaded by the share in use, and the
+/// caption says so; with more regions than that allows, runs of consecutive
+/// regions merge into one band first.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
@@ -269,7 +271,9 @@ pub struct MapArgs {
     /// --compare 480].
     #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(100..=20000))]
     pub width: Option<u32>,
-    /// Most block rectangles in the picture before runs of small blocks merge.
+    /// Most shapes in the picture, block rectangles and region bands together
+    /// (so it bounds the SVG's size): beyond it, runs of small blocks merge,
+    /// and if the regions alone are too many, runs of regions.
     #[arg(long, value_name = "N", default_value_t = 20000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_rects: u64,
 }

@@ -70,6 +70,12 @@ pub fn map(a: MapArgs) -> Result<()> {
             "{} blocks drawn as {} rectangles: {} blocks too narrow to draw one by one merged into {} runs",
             drawn.blocks, drawn.rects, drawn.merged_blocks, drawn.runs
         ));
+        if drawn.bands < drawn.regions {
+            caption.push(format!(
+                "{} regions drawn as {} bands: runs of consecutive regions merged into one rectangle each (--max-rects {})",
+                drawn.regions, drawn.bands, a.max_rects
+            ));
+        }
         text = svg::render(&caption, &panels, opts).0;
     }
     let to_stdout = match &a.output {
@@ -88,16 +94,17 @@ pub fn map(a: MapArgs) -> Result<()> {
     if let Some(png) = &a.png {
         svg::to_png(&text, png)?;
     }
+    let merged = match (drawn.runs, drawn.bands < drawn.regions) {
+        (0, _) => String::new(),
+        (runs, false) => format!(" ({runs} merged runs)"),
+        (runs, true) => format!(" ({runs} merged runs; {} bands)", drawn.bands),
+    };
     eprintln!(
-        "fitalloc map: {} panel(s), {} blocks, {} rectangles{}",
+        "fitalloc map: {} panel(s), {} regions, {} blocks, {} rectangles{merged}",
         panels.len(),
+        drawn.regions,
         drawn.blocks,
         drawn.rects,
-        if drawn.runs > 0 {
-            format!(" ({} merged runs)", drawn.runs)
-        } else {
-            String::new()
-        }
     );
     Ok(())
 }

@@ -563,6 +563,52 @@ fn map_caps_rectangles() {
     assert!(text.contains("merged into"), "the caption says so");
 }
 
+/// 200,000 regions of one block each (a heap of many large allocations,
+/// each in its own region): the cap must bound the whole picture, not each
+/// region (one rectangle per region made a 72 MB SVG).
+#[test]
+fn map_caps_the_whole_picture() {
+    use std::io::Write;
+    let dir = TempDir::new().unwrap();
+    let dump = dir.path().join("many.txt");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&dump).unwrap());
+    writeln!(f, "-- Current Memory State --").unwrap();
+    for i in 0..200_000u64 {
+        let a = 0x1000_0000 + i * 0x2000;
+        let state = if i % 3 == 0 { "FREE" } else { "USED" };
+        writeln!(f, "[REGION {a:#x}-{:#x}] 4096", a + 4096).unwrap();
+        writeln!(
+            f,
+            "  [BLOCK {a:#x}-{:#x}] 4096 [{state}] 'block {i}'",
+            a + 4096
+        )
+        .unwrap();
+    }
+    f.into_inner().unwrap().sync_all().unwrap();
+    let svg = dir.path().join("many.svg");
+    fitalloc()
+        .args(["map", "--dump"])
+        .arg(&dump)
+        .arg("-o")
+        .arg(&svg)
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    // The default --max-rects is 20,000 shapes (rectangles and bands), each
+    // a few hundred bytes at most with its tooltip: 5 MB leaves room for
+    // that, and is far below the 72 MB of one rectangle per region.
+    assert!(text.len() < 5_000_000, "{} bytes", text.len());
+    assert!(rects(&text) <= 20_000, "{} rects", rects(&text));
+    assert!(
+        text.contains("200000 regions drawn as "),
+        "the caption says so"
+    );
+    assert!(
+        text.contains("200000 blocks drawn as "),
+        "the caption says so"
+    );
+}
+
 #[test]
 fn map_errors() {
     let dir = TempDir::new().unwrap();
