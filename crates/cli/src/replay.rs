@@ -167,7 +167,7 @@ pub fn replay(
     check_page_size(&header)?;
     let mut runs: Vec<Run> = policies.iter().map(|&p| Run::new(p)).collect();
     let mut dec = Decoder::default();
-    let mut steps = Vec::with_capacity(BATCH);
+    let mut steps = Vec::new();
     let mut count = Counts::default();
     let mut stopped = matches!(stop, Stop::Mark(0) | Stop::Op(0));
     let mut more = true;
@@ -379,6 +379,16 @@ impl Run {
     /// The outcome, with the layout if asked for; frees every block (not
     /// timed), so a cleanup failure is reported.
     fn finish(mut self, want_layout: bool) -> Result<Outcome> {
+        // A broken invariant is fitalloc's bug, never the trace's: a panic
+        // (debug builds, tests and fuzz targets only; O(heap)).
+        if cfg!(debug_assertions) {
+            let check = self.heap.check();
+            assert!(
+                check.is_ok(),
+                "{:?}: {check:?} after the replay",
+                self.o.policy
+            );
+        }
         self.o.counters = self.heap.counters();
         if want_layout {
             self.o.layout = Some(Layout::of_heap(&self.heap));
