@@ -110,6 +110,9 @@ pub fn map(a: MapArgs) -> Result<()> {
 }
 
 fn from_dump(path: &Path, index: Option<usize>) -> Result<(Vec<String>, Vec<Panel>)> {
+    if index == Some(0) {
+        bail!("--dump-index counts from 1");
+    }
     let file = File::open(path).with_context(|| format!("cannot read dump {}", path.display()))?;
     let (dump, count) =
         dump::read(BufReader::new(file), index).with_context(|| format!("{}", path.display()))?;

@@ -4,6 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::Result;
+use fitalloc::trace::RecordError;
 use fitalloc_cli::layout::Layout;
 use fitalloc_cli::replay::{replay_file, Outcome, Stop, Summary};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -68,7 +69,7 @@ pub fn warn_if_cut_short(path: &Path, s: &Summary) {
 }
 
 /// What a trace that ends inside a record is said to do.
-pub const CUT_SHORT: &str = "trace ends mid-record (file cut short?)";
+const CUT_SHORT: &str = RecordError::Short.what();
 
 #[derive(Serialize)]
 struct JsonBlock<'a> {

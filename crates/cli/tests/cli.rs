@@ -632,6 +632,19 @@ fn map_errors() {
         .arg(&empty)
         .assert()
         .code(2);
+    let two = dir.path().join("two.txt");
+    std::fs::write(&two, "-- Current Memory State --\n".repeat(2)).unwrap();
+    for (k, e) in [
+        ("0", "counts from 1"),
+        ("3", "there are 2 dumps in the file, not 3"),
+    ] {
+        fitalloc()
+            .args(["map", "--dump-index", k, "--dump"])
+            .arg(&two)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(e));
+    }
     let t = sample(&dir);
     fitalloc()
         .args(["map", "--policy", "fastest_fit", "--trace"])
