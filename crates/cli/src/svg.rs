@@ -35,7 +35,7 @@
 
 use std::fmt::Write as _;
 
-use crate::layout::{Block, Layout, Region};
+use crate::layout::{total, Block, Layout, Region};
 
 /// Panels with at most this many regions draw one region per row.
 pub const ROWS_MAX: usize = 40;
@@ -185,7 +185,7 @@ fn bands(l: &Layout, per: usize) -> Vec<Band> {
         .map(|(k, c)| Band {
             first: k * per,
             last: k * per + c.len() - 1,
-            size: c.iter().fold(0, |s, r| s.saturating_add(r.size)),
+            size: total(c.iter().map(|r| r.size)),
         })
         .collect()
 }
@@ -461,15 +461,10 @@ fn draw_regions(
     regions: &[Region],
     (x, y, w, h): (f64, f64, f64, f64),
 ) {
-    let blocks = regions[b.first..=b.last].iter().flat_map(|r| &r.blocks);
-    let (mut n, mut nu, mut u) = (0, 0, 0u64);
-    for bl in blocks {
-        n += 1;
-        if bl.used {
-            nu += 1;
-            u = u.saturating_add(bl.size);
-        }
-    }
+    let blocks = || regions[b.first..=b.last].iter().flat_map(|r| &r.blocks);
+    let n = blocks().count();
+    let nu = blocks().filter(|bl| bl.used).count();
+    let u = total(blocks().filter(|bl| bl.used).map(|bl| bl.size));
     drawn.rects += 1;
     drawn.runs += 1;
     drawn.merged_blocks += n;
@@ -518,12 +513,14 @@ fn draw_region(
             (c, block_tip(i, b))
         } else {
             let bl = &r.blocks[s.first..=s.last];
-            let u: u64 = bl.iter().filter(|b| b.used).map(|b| b.size).sum();
-            let all: u64 = bl.iter().map(|b| b.size).sum();
+            let u = total(bl.iter().filter(|b| b.used).map(|b| b.size));
+            let all = total(bl.iter().map(|b| b.size));
             let nu = bl.iter().filter(|b| b.used).count();
             drawn.runs += 1;
             drawn.merged_blocks += bl.len();
-            let end = bl[bl.len() - 1].offset + bl[bl.len() - 1].size;
+            let end = bl[bl.len() - 1]
+                .offset
+                .saturating_add(bl[bl.len() - 1].size);
             (
                 mix(u as f64 / all.max(1) as f64),
                 format!(
@@ -692,6 +689,29 @@ mod tests {
                 assert!(svg.contains("merged ("), "{case}");
             }
         }
+    }
+
+    #[test]
+    fn huge_sizes_draw() {
+        let mut l = layout(2, 300);
+        for r in &mut l.regions {
+            r.size = u64::MAX;
+            for b in &mut r.blocks {
+                b.size = u64::MAX;
+            }
+        }
+        let p = Panel {
+            title: "t".into(),
+            subtitle: Vec::new(),
+            layout: l,
+        };
+        let opts = Options {
+            width: 100.0,
+            max_rects: 4,
+            columns: 1,
+        };
+        let (svg, d) = render(&["c".into()], &[p], opts);
+        assert!(d.runs > 0 && svg.contains("offsets 0x0-0xffffffffffffffff"));
     }
 
     #[test]

@@ -527,6 +527,33 @@ fn map_dump_warns_about_overlaps_and_disorder() {
         .stderr(predicate::str::contains("warning").not());
 }
 
+/// Sizes near 2^64 (a hand-written dump) once overflowed the totals: a
+/// panic in debug builds, nonsense in release ones.
+#[test]
+fn map_dump_with_huge_sizes() {
+    let dir = TempDir::new().unwrap();
+    let dump = dir.path().join("huge.txt");
+    let max = u64::MAX;
+    std::fs::write(
+        &dump,
+        format!(
+            "[REGION 0x10000-0x11000] {max}\n\
+             \x20 [BLOCK 0x10000-0x10100] {max} [USED] 'a'\n\
+             \x20 [BLOCK 0x10100-0x10200] {max} [USED] 'b'\n\
+             [REGION 0x20000-0x21000] {max}\n"
+        ),
+    )
+    .unwrap();
+    for max_rects in ["1", "20000"] {
+        let svg = stdout_of(
+            fitalloc()
+                .args(["map", "--max-rects", max_rects, "--dump"])
+                .arg(&dump),
+        );
+        assert!(svg.contains("17179869184 GiB in use"), "saturated totals");
+    }
+}
+
 #[test]
 fn map_dump_rejects_binary_data_fast() {
     fitalloc()
