@@ -90,7 +90,8 @@ pub struct Drawn {
     pub bands: usize,
 }
 
-/// Escapes text for XML content and attribute values.
+/// Escapes text for XML content and attribute values; characters XML 1.0
+/// does not allow (controls, U+FFFE, U+FFFF) become '?'.
 pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
@@ -100,7 +101,7 @@ pub fn esc(s: &str) -> String {
             '>' => o.push_str("&gt;"),
             '"' => o.push_str("&quot;"),
             '\'' => o.push_str("&apos;"),
-            c if (c as u32) < 0x20 => o.push('?'),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => o.push('?'),
             c => o.push(c),
         }
     }
@@ -712,6 +713,15 @@ mod tests {
         };
         let (svg, d) = render(&["c".into()], &[p], opts);
         assert!(d.runs > 0 && svg.contains("offsets 0x0-0xffffffffffffffff"));
+    }
+
+    #[test]
+    fn escapes_what_xml_cannot_hold() {
+        assert_eq!(esc("a<b>&'\"\t\u{1}"), "a&lt;b&gt;&amp;&apos;&quot;??");
+        assert_eq!(
+            esc("x\u{fffe}\u{ffff}\u{fffd}\u{10000}é"),
+            "x??\u{fffd}\u{10000}é"
+        );
     }
 
     #[test]

@@ -554,6 +554,32 @@ fn map_dump_with_huge_sizes() {
     }
 }
 
+/// A name with characters XML cannot hold (U+FFFF, from a hand-written or
+/// damaged dump) made an SVG no XML parser accepts, and no PNG (found by the
+/// dump_parse fuzz target).
+#[test]
+fn map_dump_names_that_xml_cannot_hold() {
+    let dir = TempDir::new().unwrap();
+    let dump = dir.path().join("names.txt");
+    std::fs::write(
+        &dump,
+        "[REGION 0x10000-0x12000] 8192\n\
+         \x20 [BLOCK 0x10000-0x10100] 256 [USED] 'not\u{ffff}xml\u{fffe}'\n",
+    )
+    .unwrap();
+    let png = dir.path().join("names.png");
+    let svg = stdout_of(
+        fitalloc()
+            .args(["map", "-o", "-", "--png"])
+            .arg(&png)
+            .arg("--dump")
+            .arg(&dump),
+    );
+    assert_eq!(rects(&svg), 1, "well-formed XML");
+    assert!(svg.contains("&apos;not?xml?&apos;"), "{svg}");
+    assert!(png.is_file());
+}
+
 #[test]
 fn map_dump_rejects_binary_data_fast() {
     fitalloc()
