@@ -51,6 +51,12 @@ pub fn show_name(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The sum of `sizes`, saturating: a layout parsed from a hand-written dump
+/// may hold any sizes, and a sum past 2^64 - 1 bytes means "too many".
+pub fn total(sizes: impl IntoIterator<Item = u64>) -> u64 {
+    sizes.into_iter().fold(0, u64::saturating_add)
+}
+
 impl Layout {
     /// The layout of a live heap.
     pub fn of_heap<S: PageSource>(heap: &Heap<S>) -> Layout {
@@ -79,12 +85,12 @@ impl Layout {
 
     /// Bytes in used blocks.
     pub fn in_use(&self) -> u64 {
-        self.blocks().filter(|b| b.used).map(|b| b.size).sum()
+        total(self.blocks().filter(|b| b.used).map(|b| b.size))
     }
 
     /// Bytes in regions.
     pub fn mapped(&self) -> u64 {
-        self.regions.iter().map(|r| r.size).sum()
+        total(self.regions.iter().map(|r| r.size))
     }
 
     fn blocks(&self) -> impl Iterator<Item = &Block> {
@@ -137,5 +143,25 @@ mod tests {
         );
         assert_eq!((l.in_use(), l.mapped(), l.block_count()), (80, 8192, 2));
         assert_eq!(show_name(b"x\ty\x80"), "x?y?");
+    }
+
+    #[test]
+    fn sums_saturate() {
+        let huge = Region {
+            size: u64::MAX,
+            blocks: vec![
+                Block {
+                    offset: 0,
+                    size: u64::MAX,
+                    used: true,
+                    name: String::new(),
+                };
+                2
+            ],
+        };
+        let l = Layout {
+            regions: vec![huge.clone(), huge],
+        };
+        assert_eq!((l.in_use(), l.mapped()), (u64::MAX, u64::MAX));
     }
 }

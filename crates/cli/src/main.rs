@@ -8,13 +8,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fitalloc::Policy;
 
-mod dump;
-mod layout;
 mod map;
-mod replay;
 mod report;
 mod run;
-mod svg;
 
 const ABOUT: &str = "Run programs on fitalloc, replay their allocation traces under every \
 placement policy, and draw the heap.";
@@ -172,6 +168,12 @@ pub struct RunArgs {
 /// when bytes in use peaked / peak bytes in use - 1), regions mapped, and
 /// nanoseconds per operation (replay loop only, not file parsing). Sizes are
 /// whole blocks, headers included.
+///
+/// The trace is read once, as a stream (a pipe such as /dev/stdin will do),
+/// and the policies are replayed side by side. A file that is not a trace is
+/// rejected after its first 32 bytes; a trace that ends mid-record (cut
+/// short, by a full disk say) is replayed up to its last complete record,
+/// with a warning.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
@@ -221,8 +223,10 @@ pub struct ReplayArgs {
 /// (label: index and size). With more, bands flow in rows, each as wide as its
 /// size (at least 16 px). Every block is at least 1 px wide; when blocks
 /// outnumber the pixels of a band, or the picture would hold more than
-/// --max-rects rectangles, runs of small blocks are merged into one rectangle
-/// shaded by the share in use, and the caption says so.
+/// --max-rects shapes (block rectangles and region bands), runs of small
+/// blocks are merged into one rectangle shaded by the share in use, and the
+/// caption says so; with more regions than that allows, runs of consecutive
+/// regions merge into one band first.
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
@@ -232,13 +236,15 @@ Examples:
 #[command(group(clap::ArgGroup::new("input").required(true).args(["dump", "trace"])))]
 pub struct MapArgs {
     /// A file holding print_memory/write_memory output (other lines are
-    /// ignored).
+    /// ignored; blocks or regions that overlap, and blocks out of address
+    /// order, are drawn but reported on stderr).
     #[arg(long, value_name = "FILE")]
     pub dump: Option<PathBuf>,
     /// Which dump of the file to draw, from 1 [default: the last].
     #[arg(long, value_name = "K", conflicts_with = "trace")]
     pub dump_index: Option<usize>,
-    /// A trace to replay.
+    /// A trace to replay (a regular file unless --at or --at-mark is given:
+    /// finding the peak reads it twice).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
     /// Policy of the replay (with --compare: the policy whose peak picks the
@@ -265,7 +271,9 @@ pub struct MapArgs {
     /// --compare 480].
     #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(100..=20000))]
     pub width: Option<u32>,
-    /// Most block rectangles in the picture before runs of small blocks merge.
+    /// Most shapes in the picture, block rectangles and region bands together
+    /// (so it bounds the SVG's size): beyond it, runs of small blocks merge,
+    /// and if the regions alone are too many, runs of regions.
     #[arg(long, value_name = "N", default_value_t = 20000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_rects: u64,
 }

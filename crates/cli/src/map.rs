@@ -1,15 +1,17 @@
 //! `fitalloc map`: a dump or a replayed trace drawn as SVG / PNG.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufReader, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use fitalloc::Policy;
+use fitalloc_cli::dump;
+use fitalloc_cli::layout::Layout;
+use fitalloc_cli::replay::{Outcome, Stop};
+use fitalloc_cli::svg::{self, human, Panel};
 
-use crate::layout::Layout;
-use crate::replay::{Outcome, Stop, Trace};
-use crate::report::replay_with_progress;
-use crate::svg::{self, human, Panel};
+use crate::report::{replay_with_progress, warn_if_cut_short};
 use crate::MapArgs;
 
 fn stats_line(l: &Layout) -> String {
@@ -68,6 +70,12 @@ pub fn map(a: MapArgs) -> Result<()> {
             "{} blocks drawn as {} rectangles: {} blocks too narrow to draw one by one merged into {} runs",
             drawn.blocks, drawn.rects, drawn.merged_blocks, drawn.runs
         ));
+        if drawn.bands < drawn.regions {
+            caption.push(format!(
+                "{} regions drawn as {} bands: runs of consecutive regions merged into one rectangle each (--max-rects {})",
+                drawn.regions, drawn.bands, a.max_rects
+            ));
+        }
         text = svg::render(&caption, &panels, opts).0;
     }
     let to_stdout = match &a.output {
@@ -86,49 +94,69 @@ pub fn map(a: MapArgs) -> Result<()> {
     if let Some(png) = &a.png {
         svg::to_png(&text, png)?;
     }
+    let merged = match (drawn.runs, drawn.bands < drawn.regions) {
+        (0, _) => String::new(),
+        (runs, false) => format!(" ({runs} merged runs)"),
+        (runs, true) => format!(" ({runs} merged runs; {} bands)", drawn.bands),
+    };
     eprintln!(
-        "fitalloc map: {} panel(s), {} blocks, {} rectangles{}",
+        "fitalloc map: {} panel(s), {} regions, {} blocks, {} rectangles{merged}",
         panels.len(),
+        drawn.regions,
         drawn.blocks,
         drawn.rects,
-        if drawn.runs > 0 {
-            format!(" ({} merged runs)", drawn.runs)
-        } else {
-            String::new()
-        }
     );
     Ok(())
 }
 
 fn from_dump(path: &Path, index: Option<usize>) -> Result<(Vec<String>, Vec<Panel>)> {
-    let text =
-        std::fs::read(path).with_context(|| format!("cannot read dump {}", path.display()))?;
-    let text = String::from_utf8_lossy(&text);
-    let dumps = crate::dump::parse(&text).with_context(|| format!("{}", path.display()))?;
-    if dumps.is_empty() {
-        bail!(
-            "{}: no print_memory dump in the file (no '-- Current Memory State --' line)",
-            path.display()
-        );
+    if index == Some(0) {
+        bail!("--dump-index counts from 1");
     }
-    let k = index.unwrap_or(dumps.len());
-    if k == 0 || k > dumps.len() {
+    let file = File::open(path).with_context(|| format!("cannot read dump {}", path.display()))?;
+    let (dump, count) =
+        dump::read(BufReader::new(file), index).with_context(|| format!("{}", path.display()))?;
+    let Some(d) = dump else {
+        if count == 0 {
+            bail!(
+                "{}: no print_memory dump in the file (no '-- Current Memory State --' line)",
+                path.display()
+            );
+        }
         bail!(
-            "{}: there are {} dumps in the file, not {k}",
+            "{}: there are {count} dumps in the file, not {}",
             path.display(),
-            dumps.len()
+            index.unwrap_or(0)
+        );
+    };
+    let k = index.unwrap_or(count);
+    let name = file_name(path);
+    for w in &d.warnings {
+        eprintln!("fitalloc: warning: {name}: {w}");
+    }
+    let warnings = d.warnings.len() + d.more_warnings;
+    if d.more_warnings > 0 {
+        eprintln!(
+            "fitalloc: warning: {name}: {} more warnings like these",
+            d.more_warnings
         );
     }
-    let l = dumps[k - 1].clone();
-    let name = file_name(path);
-    let caption = vec![
+    let l = d.layout;
+    let of = if index.is_some() {
+        String::new()
+    } else {
+        format!(" of {count}")
+    };
+    let mut caption = vec![
         format!("fitalloc heap: {name}"),
-        format!(
-            "print_memory dump {k} of {} in the file (a dump does not record the policy)",
-            dumps.len(),
-        ),
+        format!("print_memory dump {k}{of} in the file (a dump does not record the policy)"),
         stats_line(&l),
     ];
+    if warnings > 0 {
+        caption.push(format!(
+            "warning: {warnings} blocks or regions overlap or are out of address order (listed on stderr)"
+        ));
+    }
     let panel = Panel {
         title: format!("dump {k}"),
         subtitle: Vec::new(),
@@ -142,40 +170,46 @@ fn file_name(p: &Path) -> String {
         .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
 }
 
+/// The operation after which bytes in use peak under `policy` (a first
+/// reading of the trace, so it must be a file, not a pipe).
+fn peak_op(path: &Path, policy: Policy) -> Result<u64> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        bail!(
+            "{}: finding the peak reads the trace twice, which only a regular file allows: \
+             give --at or --at-mark, or save the trace to a file",
+            path.display()
+        );
+    }
+    let (_, o) = replay_with_progress(path, &[policy], Stop::End, false, false)?;
+    Ok(o[0].peak_op)
+}
+
 fn from_trace(path: &Path, a: &MapArgs) -> Result<(Vec<String>, Vec<Panel>)> {
-    let t = Trace::load(path)?;
     let policy = Policy::from(a.policy);
-    let (stop, when) = match (a.at, a.at_mark) {
-        (Some(n), _) => (Stop::Op(n), format!("after operation {n} of {}", t.ops)),
-        (None, Some(n)) => (
-            Stop::Mark(n),
-            format!("at mark {n} (print_memory call {n})"),
-        ),
-        (None, None) => {
-            let o = replay_with_progress(&t, policy, Stop::End, false, false)?;
-            (
-                Stop::Op(o.peak_op),
-                format!(
-                    "after operation {} of {}, when bytes in use were highest under {}",
-                    o.peak_op,
-                    t.ops,
-                    policy.name()
-                ),
-            )
-        }
-    };
     let policies = if a.compare {
         Policy::ALL.to_vec()
     } else {
         vec![policy]
     };
-    let mut panels = Vec::new();
-    let mut ops = 0;
-    for p in policies {
-        let o = replay_with_progress(&t, p, stop, true, false)?;
-        ops = o.ops;
-        panels.push(panel_for(&o));
-    }
+    let stop = match (a.at, a.at_mark) {
+        (Some(n), _) => Stop::Op(n),
+        (None, Some(n)) => Stop::Mark(n),
+        (None, None) => Stop::Op(peak_op(path, policy)?),
+    };
+    let (summary, outcomes) = replay_with_progress(path, &policies, stop, true, false)?;
+    warn_if_cut_short(path, &summary);
+    let when = match (a.at, a.at_mark) {
+        (None, Some(n)) => format!("at mark {n} (print_memory call {n})"),
+        (Some(n), _) => format!("after operation {n} of {}", summary.ops),
+        (None, None) => format!(
+            "after operation {} of {}, when bytes in use were highest under {}",
+            outcomes[0].ops,
+            summary.ops,
+            policy.name()
+        ),
+    };
+    let ops = outcomes[0].ops;
+    let mut panels: Vec<Panel> = outcomes.iter().map(panel_for).collect();
     let name = file_name(path);
     let mut caption = vec![format!("fitalloc heap: {name}")];
     if a.compare {

@@ -1,31 +1,48 @@
-//! Loading an `ALLOCATOR_TRACE` file and replaying it on fitalloc's own heap.
+//! Replaying an `ALLOCATOR_TRACE` file on fitalloc's own heap, under one
+//! policy or several at once, reading the trace once as a stream.
 //!
-//! Loading decodes every record once and resolves recorded pointers to
-//! *slots* (one per allocation the trace made), so that replaying is a loop
-//! over a vector with no hashing: the time measured is the heap's.
+//! ```text
+//!  Records ──> Decoder ──> batch of Steps ──> heap of policy 1 (timed)
+//!  (records.rs) pointers    (up to BATCH)  ──> heap of policy 2 (timed) ...
+//!               -> slots
+//! ```
+//!
+//! - **Decoding**: a recorded pointer becomes a *slot*, one per live
+//!   allocation (a freed slot is reused), so that replaying is a loop over a
+//!   batch of steps with no hashing: the time measured is the heap's.
+//! - **Replaying**: every heap runs each batch in turn. The trace is read
+//!   once (it may be a pipe) and memory is the batch, the slots of live
+//!   allocations and the heaps themselves, whatever the trace's length.
+//! - **Stopping**: the batch ends at the stop (a mark or an operation); the
+//!   rest of the trace is still read and checked, to count its operations.
 //!
 //! An operation on a pointer that the trace never returned (a fork child
 //! freeing a block of its parent, say) and a recorded operation that failed
 //! (returned 0) are skipped and counted. An allocation that succeeded when
 //! recorded but fails in the replay is counted too; later operations on that
-//! block are then skipped.
+//! block are then skipped. A trace that ends mid-record is replayed up to its
+//! last complete record ([`Summary::cut_short`]).
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use fitalloc::cache::CachedPages;
-use fitalloc::os::PageSource;
-use fitalloc::registry::Registry;
-use fitalloc::trace::{Header, Op, Reader, RECORD};
+use fitalloc::trace::{Header, Op, Record};
 use fitalloc::{Counters, Heap, Policy};
 use indicatif::ProgressBar;
 
 use crate::layout::Layout;
+use crate::pages::{self, Pages};
+use crate::records::Records;
+
+/// Steps decoded before the heaps run them.
+pub const BATCH: usize = 1 << 15;
 
 /// One decoded operation, with pointers resolved to slots.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     /// `malloc(size)` whose block goes to `slot`.
     Malloc { size: u64, slot: u32 },
@@ -33,7 +50,7 @@ pub enum Step {
     Calloc { count: u64, size: u64, slot: u32 },
     /// The memalign family.
     Memalign { align: u64, size: u64, slot: u32 },
-    /// `malloc_name(size, names[name])`.
+    /// `malloc_name(size, the batch's names[name])`.
     Named { size: u64, name: u32, slot: u32 },
     /// `realloc` of the block in `slot`; the result stays in `slot`.
     Realloc { slot: u32, size: u64 },
@@ -47,128 +64,31 @@ pub enum Step {
     Mark,
 }
 
-/// A decoded trace.
-pub struct Trace {
-    /// The file header.
-    pub header: Header,
-    /// Every record in file order.
-    pub steps: Vec<Step>,
-    /// The names of `malloc_name` calls.
-    pub names: Vec<[u8; 31]>,
-    /// Number of slots (allocations) the steps refer to.
-    pub slots: usize,
-    /// Operation records (everything but marks).
-    pub ops: u64,
-    /// Mark records.
-    pub marks: u64,
-}
-
-impl Trace {
-    /// Reads and decodes a trace file; errors say what is wrong and where.
-    pub fn load(path: &Path) -> Result<Trace> {
-        let data =
-            std::fs::read(path).with_context(|| format!("cannot read trace {}", path.display()))?;
-        Trace::decode(&data).with_context(|| format!("{}", path.display()))
-    }
-
-    /// Decodes the bytes of a trace file.
-    pub fn decode(data: &[u8]) -> Result<Trace> {
-        if data.is_empty() {
-            bail!(
-                "empty file: the traced process wrote no trace (did it end with _exit, \
-                 or exec another program, before its trace buffer was written?)"
-            );
-        }
-        let (header, mut reader) = Reader::new(data).map_err(|e| anyhow!("{e}"))?;
-        let page = header.page_size as usize;
-        if page != fitalloc::os::page_size() {
-            bail!(
-                "the trace was recorded with {page}-byte pages, this machine has {}-byte pages",
-                fitalloc::os::page_size()
-            );
-        }
-        let mut t = Trace {
-            header,
-            steps: Vec::with_capacity(data.len() / RECORD),
-            names: Vec::new(),
-            slots: 0,
-            ops: 0,
-            marks: 0,
-        };
-        let mut live: HashMap<u64, u32> = HashMap::new();
-        loop {
-            let at = reader.position();
-            let Some(rec) = reader.next() else { break };
-            let rec = rec.map_err(|e| anyhow!("{e} (record at byte {at})"))?;
-            let mut new_slot = |out: u64, live: &mut HashMap<u64, u32>| -> Result<u32> {
-                let slot = u32::try_from(t.slots).context("more than 2^32 allocations")?;
-                t.slots += 1;
-                live.insert(out, slot);
-                Ok(slot)
-            };
-            let step = match rec.op {
-                Op::Mark { .. } => Step::Mark,
-                _ if rec.out == 0 && !matches!(rec.op, Op::Free { .. }) => Step::SkipFailed,
-                Op::Malloc { size } => Step::Malloc {
-                    size,
-                    slot: new_slot(rec.out, &mut live)?,
-                },
-                Op::Calloc { count, size } => Step::Calloc {
-                    count,
-                    size,
-                    slot: new_slot(rec.out, &mut live)?,
-                },
-                Op::Memalign { align, size } => {
-                    if !align.is_power_of_two() {
-                        bail!("record at byte {at}: alignment {align} is not a power of two");
-                    }
-                    Step::Memalign {
-                        align,
-                        size,
-                        slot: new_slot(rec.out, &mut live)?,
-                    }
-                }
-                Op::Named { size, name } => {
-                    let index = u32::try_from(t.names.len()).context("too many names")?;
-                    t.names.push(name);
-                    Step::Named {
-                        size,
-                        name: index,
-                        slot: new_slot(rec.out, &mut live)?,
-                    }
-                }
-                Op::Realloc { ptr, size } => match live.remove(&ptr) {
-                    Some(slot) => {
-                        live.insert(rec.out, slot);
-                        Step::Realloc { slot, size }
-                    }
-                    None => Step::SkipUnknown,
-                },
-                Op::Free { ptr } => match live.remove(&ptr) {
-                    Some(slot) => Step::Free { slot },
-                    None => Step::SkipUnknown,
-                },
-            };
-            match step {
-                Step::Mark => t.marks += 1,
-                _ => t.ops += 1,
-            }
-            t.steps.push(step);
-        }
-        Ok(t)
-    }
-}
-
 /// Where a replay stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
     /// At the end of the trace.
     End,
-    /// Right after the N-th mark record (1-based).
+    /// Right after the N-th mark record (1-based; 0: before the first
+    /// record).
     Mark(u64),
     /// Right after the N-th operation record (marks not counted; 0: before
     /// the first).
     Op(u64),
+}
+
+/// What the whole trace held (also past the stop).
+#[derive(Clone, Copy, Debug)]
+pub struct Summary {
+    /// The file header.
+    pub header: Header,
+    /// Operation records (everything but marks).
+    pub ops: u64,
+    /// Mark records.
+    pub marks: u64,
+    /// The file ends inside a record (cut short): everything before it was
+    /// replayed.
+    pub cut_short: bool,
 }
 
 /// What one replay under one policy measured.
@@ -217,159 +137,350 @@ impl Outcome {
     }
 }
 
-/// How often the progress bar moves (operations).
-const TICK: u64 = 1 << 16;
-
-/// Replays `trace` under `policy` on a fresh registry and heap until `stop`.
-/// Errors if the stop is never reached or the heap reports a misuse (which
-/// would mean the trace and the replay disagree).
-pub fn replay(
-    trace: &Trace,
-    policy: Policy,
+/// Replays the trace file at `path`; see [`replay`].
+pub fn replay_file(
+    path: &Path,
+    policies: &[Policy],
     stop: Stop,
     want_layout: bool,
     progress: Option<&ProgressBar>,
-) -> Result<Outcome> {
-    let reg: &'static Registry = Box::leak(Box::new(Registry::new()));
-    let mut heap = Heap::new(CachedPages::new(), reg, 1, policy);
-    let mut slots = vec![0usize; trace.slots];
-    let mut o = Outcome {
-        policy,
-        ops: 0,
-        replayed: 0,
-        skipped_unknown: 0,
-        skipped_failed: 0,
-        replay_failed: 0,
-        counters: Counters::default(),
-        peak_op: 0,
-        nanos: 0,
-        layout: None,
-    };
-    let mut marks = 0u64;
-    let mut peak = 0usize;
-    let mut reached = stop == Stop::End || stop == Stop::Op(0);
-    let start = Instant::now();
-    if stop != Stop::Op(0) {
-        for step in &trace.steps {
-            if let Step::Mark = step {
-                marks += 1;
-                if stop == Stop::Mark(marks) {
-                    reached = true;
-                    break;
-                }
-                continue;
-            }
-            o.ops += 1;
-            run_step(&mut heap, trace, &mut slots, step, &mut o)?;
-            let p = heap.counters().in_use;
-            if p > peak {
-                peak = p;
-                o.peak_op = o.ops;
-            }
-            if let Some(pb) = progress {
-                if o.ops.is_multiple_of(TICK) {
-                    pb.set_position(o.ops);
-                }
-            }
-            if stop == Stop::Op(o.ops) {
-                reached = true;
-                break;
-            }
-        }
-    }
-    o.nanos = start.elapsed().as_nanos();
-    if let Some(pb) = progress {
-        pb.set_position(o.ops);
-    }
-    if !reached {
-        match stop {
-            Stop::Mark(n) => bail!("the trace has {marks} mark records, not {n}"),
-            Stop::Op(n) => bail!("the trace has {} operations, not {n}", o.ops),
-            Stop::End => unreachable!(),
-        }
-    }
-    o.counters = heap.counters();
-    if want_layout {
-        o.layout = Some(Layout::of_heap(&heap));
-    }
-    // Give the memory back before the next policy (not timed).
-    for &p in slots.iter().filter(|&&p| p != 0) {
-        heap.free(p)
-            .map_err(|m| anyhow!("cleanup: {} at {p:#x}", m.what()))?;
-    }
-    Ok(o)
+) -> Result<(Summary, Vec<Outcome>)> {
+    let file = File::open(path).with_context(|| format!("cannot read trace {}", path.display()))?;
+    replay(file, policies, stop, want_layout, progress)
+        .with_context(|| format!("{}", path.display()))
 }
 
-#[inline]
-fn run_step<S: PageSource>(
-    heap: &mut Heap<S>,
-    trace: &Trace,
-    slots: &mut [usize],
-    step: &Step,
-    o: &mut Outcome,
-) -> Result<()> {
-    let fresh = |r: Option<usize>, slot: u32, slots: &mut [usize], o: &mut Outcome| {
-        match r {
-            Some(p) => slots[slot as usize] = p,
-            None => o.replay_failed += 1,
+/// Replays the trace read from `input` under each of `policies` (each from
+/// an empty heap) until `stop`, reading the input to its end. Errors if the
+/// input is not a trace, a record is bad, the stop is never reached, or a
+/// heap reports a misuse (which would mean the trace and the replay
+/// disagree). `progress`, if given, moves with the bytes read.
+pub fn replay(
+    input: impl Read,
+    policies: &[Policy],
+    stop: Stop,
+    want_layout: bool,
+    progress: Option<&ProgressBar>,
+) -> Result<(Summary, Vec<Outcome>)> {
+    let mut records = Records::new(input)?;
+    let header = records.header();
+    check_page_size(&header)?;
+    let mut runs: Vec<Run> = policies.iter().map(|&p| Run::new(p)).collect();
+    let mut dec = Decoder::default();
+    let mut steps = Vec::new();
+    let mut count = Counts::default();
+    let mut stopped = matches!(stop, Stop::Mark(0) | Stop::Op(0));
+    let mut more = true;
+    while more {
+        steps.clear();
+        dec.names.clear();
+        more = false;
+        for rec in records.by_ref().take(BATCH) {
+            let step = dec.step(&rec?)?;
+            count.add(&step);
+            if !stopped {
+                steps.push(step);
+                stopped = count.reached(stop, &step);
+            }
+            more = true;
         }
-        o.replayed += 1;
+        for run in &mut runs {
+            run.play(&steps, &dec)?;
+        }
+        if let Some(pb) = progress {
+            pb.set_position(records.consumed());
+        }
+    }
+    match stop {
+        Stop::Mark(n) if count.marks < n => {
+            bail!("the trace has {} mark records, not {n}", count.marks)
+        }
+        Stop::Op(n) if count.ops < n => bail!("the trace has {} operations, not {n}", count.ops),
+        _ => {}
+    }
+    let summary = Summary {
+        header,
+        ops: count.ops,
+        marks: count.marks,
+        cut_short: records.cut_short(),
     };
-    match *step {
-        Step::Malloc { size, slot } => fresh(heap.malloc(size as usize), slot, slots, o),
-        Step::Calloc { count, size, slot } => {
-            fresh(heap.calloc(count as usize, size as usize), slot, slots, o)
-        }
-        Step::Memalign { align, size, slot } => {
-            let r = usize::try_from(align)
-                .ok()
-                .and_then(|a| heap.memalign(a, size as usize));
-            fresh(r, slot, slots, o)
-        }
-        Step::Named { size, name, slot } => {
-            let name = &trace.names[name as usize];
-            let len = name.iter().position(|&c| c == 0).unwrap_or(name.len());
-            fresh(
-                heap.malloc_named(size as usize, &name[..len]),
-                slot,
-                slots,
-                o,
-            )
-        }
-        Step::Realloc { slot, size } => {
-            let p = slots[slot as usize];
-            if p == 0 {
-                o.replay_failed += 1;
-                return Ok(());
-            }
-            match heap.realloc(p, size as usize) {
-                Ok(Some(q)) => slots[slot as usize] = q,
-                Ok(None) => o.replay_failed += 1,
-                Err(m) => bail!("operation {}: realloc: {} at {p:#x}", o.ops, m.what()),
-            }
-            o.replayed += 1;
-        }
-        Step::Free { slot } => {
-            let p = std::mem::take(&mut slots[slot as usize]);
-            if p == 0 {
-                o.replay_failed += 1;
-                return Ok(());
-            }
-            heap.free(p)
-                .map_err(|m| anyhow!("operation {}: free: {} at {p:#x}", o.ops, m.what()))?;
-            o.replayed += 1;
-        }
-        Step::SkipUnknown => o.skipped_unknown += 1,
-        Step::SkipFailed => o.skipped_failed += 1,
-        Step::Mark => {}
+    let outcomes = runs
+        .into_iter()
+        .map(|r| r.finish(want_layout))
+        .collect::<Result<_>>()?;
+    Ok((summary, outcomes))
+}
+
+fn check_page_size(h: &Header) -> Result<()> {
+    let (page, ours) = (h.page_size as usize, fitalloc::os::page_size());
+    if page != ours {
+        bail!("the trace was recorded with {page}-byte pages, this machine has {ours}-byte pages");
     }
     Ok(())
+}
+
+/// Operation and mark records read so far.
+#[derive(Default)]
+struct Counts {
+    ops: u64,
+    marks: u64,
+}
+
+impl Counts {
+    fn add(&mut self, step: &Step) {
+        match step {
+            Step::Mark => self.marks += 1,
+            _ => self.ops += 1,
+        }
+    }
+
+    /// `step`, just counted, is where the replay stops.
+    fn reached(&self, stop: Stop, step: &Step) -> bool {
+        match (stop, step) {
+            (Stop::Mark(n), Step::Mark) => self.marks == n,
+            (Stop::Op(n), s) if *s != Step::Mark => self.ops == n,
+            _ => false,
+        }
+    }
+}
+
+/// Recorded pointers to slots, and the names of the current batch.
+#[derive(Default)]
+struct Decoder {
+    /// Recorded pointer of each live allocation → its slot.
+    live: HashMap<u64, u32>,
+    /// Slots freed, reused first.
+    free: Vec<u32>,
+    /// Slots handed out (the heaps' slot tables have this many entries).
+    slots: u32,
+    /// Names of the batch's `malloc_name` calls.
+    names: Vec<[u8; 31]>,
+}
+
+impl Decoder {
+    /// A slot for the allocation the trace returned as `out`.
+    fn take(&mut self, out: u64) -> Result<u32> {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                let s = self.slots;
+                self.slots = s
+                    .checked_add(1)
+                    .context("more than 2^32 live allocations")?;
+                s
+            }
+        };
+        // If the trace returned a live pointer again, its first block stays
+        // allocated (unreachable) until the end of the replay.
+        self.live.insert(out, slot);
+        Ok(slot)
+    }
+
+    /// The step of one record.
+    fn step(&mut self, rec: &Record) -> Result<Step> {
+        Ok(match rec.op {
+            Op::Mark { .. } => Step::Mark,
+            _ if rec.out == 0 && !matches!(rec.op, Op::Free { .. }) => Step::SkipFailed,
+            Op::Malloc { size } => Step::Malloc {
+                size,
+                slot: self.take(rec.out)?,
+            },
+            Op::Calloc { count, size } => Step::Calloc {
+                count,
+                size,
+                slot: self.take(rec.out)?,
+            },
+            Op::Memalign { align, size } => {
+                if !align.is_power_of_two() {
+                    bail!("alignment {align} is not a power of two");
+                }
+                Step::Memalign {
+                    align,
+                    size,
+                    slot: self.take(rec.out)?,
+                }
+            }
+            Op::Named { size, name } => {
+                self.names.push(name);
+                Step::Named {
+                    size,
+                    name: (self.names.len() - 1) as u32,
+                    slot: self.take(rec.out)?,
+                }
+            }
+            Op::Realloc { ptr, size } => match self.live.remove(&ptr) {
+                Some(slot) => {
+                    self.live.insert(rec.out, slot);
+                    Step::Realloc { slot, size }
+                }
+                None => Step::SkipUnknown,
+            },
+            Op::Free { ptr } => match self.live.remove(&ptr) {
+                Some(slot) => {
+                    self.free.push(slot);
+                    Step::Free { slot }
+                }
+                None => Step::SkipUnknown,
+            },
+        })
+    }
+}
+
+/// One policy's heap, its slot table (slot → block address, 0 if none) and
+/// what it measured. Dropping it frees every block still allocated.
+struct Run {
+    heap: Heap<Pages>,
+    slots: Vec<usize>,
+    o: Outcome,
+    peak: usize,
+}
+
+impl Run {
+    fn new(policy: Policy) -> Run {
+        Run {
+            heap: Heap::new(Pages::take(), &pages::REGISTRY, pages::heap_id(), policy),
+            slots: Vec::new(),
+            o: Outcome {
+                policy,
+                ops: 0,
+                replayed: 0,
+                skipped_unknown: 0,
+                skipped_failed: 0,
+                replay_failed: 0,
+                counters: Counters::default(),
+                peak_op: 0,
+                nanos: 0,
+                layout: None,
+            },
+            peak: 0,
+        }
+    }
+
+    /// Runs a batch of steps (timed).
+    fn play(&mut self, steps: &[Step], dec: &Decoder) -> Result<()> {
+        self.slots.resize(dec.slots as usize, 0);
+        let start = Instant::now();
+        for step in steps {
+            if let Step::Mark = step {
+                continue;
+            }
+            self.o.ops += 1;
+            self.step(step, &dec.names)?;
+            let p = self.heap.counters().in_use;
+            if p > self.peak {
+                self.peak = p;
+                self.o.peak_op = self.o.ops;
+            }
+        }
+        self.o.nanos += start.elapsed().as_nanos();
+        Ok(())
+    }
+
+    /// The outcome, with the layout if asked for; frees every block (not
+    /// timed), so a cleanup failure is reported.
+    fn finish(mut self, want_layout: bool) -> Result<Outcome> {
+        // A broken invariant is fitalloc's bug, never the trace's: a panic
+        // (debug builds, tests and fuzz targets only; O(heap)).
+        if cfg!(debug_assertions) {
+            let check = self.heap.check();
+            assert!(
+                check.is_ok(),
+                "{:?}: {check:?} after the replay",
+                self.o.policy
+            );
+        }
+        self.o.counters = self.heap.counters();
+        if want_layout {
+            self.o.layout = Some(Layout::of_heap(&self.heap));
+        }
+        for p in std::mem::take(&mut self.slots) {
+            if p != 0 {
+                self.heap
+                    .free(p)
+                    .map_err(|m| anyhow!("cleanup: {} at {p:#x}", m.what()))?;
+            }
+        }
+        Ok(self.o.clone())
+    }
+
+    #[inline]
+    fn step(&mut self, step: &Step, names: &[[u8; 31]]) -> Result<()> {
+        let heap = &mut self.heap;
+        let (r, slot) = match *step {
+            Step::Malloc { size, slot } => (heap.malloc(size as usize), slot),
+            Step::Calloc { count, size, slot } => {
+                (heap.calloc(count as usize, size as usize), slot)
+            }
+            Step::Memalign { align, size, slot } => {
+                (heap.memalign(align as usize, size as usize), slot)
+            }
+            Step::Named { size, name, slot } => {
+                let name = &names[name as usize];
+                let len = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+                (heap.malloc_named(size as usize, &name[..len]), slot)
+            }
+            Step::Realloc { slot, size } => return self.realloc(slot, size),
+            Step::Free { slot } => return self.free(slot),
+            Step::SkipUnknown => {
+                self.o.skipped_unknown += 1;
+                return Ok(());
+            }
+            Step::SkipFailed => {
+                self.o.skipped_failed += 1;
+                return Ok(());
+            }
+            Step::Mark => return Ok(()),
+        };
+        match r {
+            Some(p) => self.slots[slot as usize] = p,
+            None => self.o.replay_failed += 1,
+        }
+        self.o.replayed += 1;
+        Ok(())
+    }
+
+    fn realloc(&mut self, slot: u32, size: u64) -> Result<()> {
+        let p = self.slots[slot as usize];
+        if p == 0 {
+            self.o.replay_failed += 1;
+            return Ok(());
+        }
+        match self.heap.realloc(p, size as usize) {
+            Ok(Some(q)) => self.slots[slot as usize] = q,
+            Ok(None) => self.o.replay_failed += 1,
+            Err(m) => bail!("operation {}: realloc: {} at {p:#x}", self.o.ops, m.what()),
+        }
+        self.o.replayed += 1;
+        Ok(())
+    }
+
+    fn free(&mut self, slot: u32) -> Result<()> {
+        let p = std::mem::take(&mut self.slots[slot as usize]);
+        if p == 0 {
+            self.o.replay_failed += 1;
+            return Ok(());
+        }
+        self.heap
+            .free(p)
+            .map_err(|m| anyhow!("operation {}: free: {} at {p:#x}", self.o.ops, m.what()))?;
+        self.o.replayed += 1;
+        Ok(())
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        // After an error, or after `finish` (then there is nothing left).
+        for &p in self.slots.iter().filter(|&&p| p != 0) {
+            let _ = self.heap.free(p);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fitalloc::trace::{Record, VERSION};
+    use fitalloc::trace::{Record, RECORD, VERSION};
 
     fn file(ops: &[(Op, u64)]) -> Vec<u8> {
         let h = Header {
@@ -385,6 +496,11 @@ mod tests {
             f.extend_from_slice(&buf[..n]);
         }
         f
+    }
+
+    fn one(f: &[u8], policy: Policy, stop: Stop, layout: bool) -> Result<(Summary, Outcome)> {
+        let (s, mut o) = replay(f, &[policy], stop, layout, None)?;
+        Ok((s, o.pop().unwrap()))
     }
 
     #[test]
@@ -407,9 +523,8 @@ mod tests {
             (Op::Free { ptr: 0x3000 }, 0),
             (Op::Free { ptr: 0x3000 }, 0),
         ]);
-        let t = Trace::decode(&f).unwrap();
-        assert_eq!((t.ops, t.marks, t.slots), (7, 1, 2));
-        let o = replay(&t, Policy::FirstFit, Stop::End, true, None).unwrap();
+        let (s, o) = one(&f, Policy::FirstFit, Stop::End, true).unwrap();
+        assert_eq!((s.ops, s.marks, s.cut_short), (7, 1, false));
         assert_eq!(o.ops, 7);
         assert_eq!(
             (o.skipped_unknown, o.skipped_failed, o.replay_failed),
@@ -422,21 +537,72 @@ mod tests {
             .blocks
             .iter()
             .any(|b| b.used && b.name == "abc"));
-        let at = replay(&t, Policy::BestFit, Stop::Mark(1), true, None).unwrap();
-        assert_eq!(at.ops, 4);
-        assert_eq!(at.layout.unwrap().block_count(), 3, "two used and the rest");
-        assert!(replay(&t, Policy::BestFit, Stop::Mark(2), false, None).is_err());
-        let at = replay(&t, Policy::NextFit, Stop::Op(1), false, None).unwrap();
-        assert_eq!(at.counters.in_use, 128);
         assert_eq!(o.peak_op, 5, "the realloc to 5000 bytes");
+        let (s, at) = one(&f, Policy::BestFit, Stop::Mark(1), true).unwrap();
+        assert_eq!(at.ops, 4);
+        assert_eq!(s.ops, 7, "the rest of the trace is counted");
+        assert_eq!(at.layout.unwrap().block_count(), 3, "two used and the rest");
+        assert!(one(&f, Policy::BestFit, Stop::Mark(2), false).is_err());
+        let (_, at) = one(&f, Policy::NextFit, Stop::Op(1), false).unwrap();
+        assert_eq!(at.counters.in_use, 128);
+        let (_, at) = one(&f, Policy::NextFit, Stop::Op(0), true).unwrap();
+        assert_eq!((at.ops, at.layout.unwrap().regions.len()), (0, 0));
+    }
+
+    #[test]
+    fn all_policies_in_one_pass_match_one_at_a_time() {
+        let mut ops = Vec::new();
+        for i in 0..3 * BATCH as u64 {
+            let p = 0x1000 + 16 * (i % 500);
+            if (i / 500) % 2 == 0 {
+                ops.push((Op::Malloc { size: 24 + i % 300 }, p));
+            } else {
+                ops.push((Op::Free { ptr: p }, 0));
+            }
+        }
+        let f = file(&ops);
+        let (_, all) = replay(&f[..], &Policy::ALL, Stop::End, true, None).unwrap();
+        for (o, &p) in all.iter().zip(&Policy::ALL) {
+            let (_, alone) = one(&f, p, Stop::End, true).unwrap();
+            assert_eq!(o.counters, alone.counters, "{p:?}");
+            assert_eq!((o.peak_op, o.replayed), (alone.peak_op, alone.replayed));
+            assert_eq!(o.layout, alone.layout);
+        }
+    }
+
+    #[test]
+    fn slots_are_reused() {
+        let mut d = Decoder::default();
+        let rec = |op, out| Record { op, thread: 0, out };
+        for round in 0..10 {
+            d.step(&rec(Op::Malloc { size: 1 }, 0x10)).unwrap();
+            d.step(&rec(Op::Malloc { size: 1 }, 0x20)).unwrap();
+            d.step(&rec(Op::Free { ptr: 0x10 }, 0)).unwrap();
+            d.step(&rec(Op::Free { ptr: 0x20 }, 0)).unwrap();
+            assert_eq!(d.slots, 2, "round {round}");
+        }
+    }
+
+    #[test]
+    fn cut_short_replays_what_is_complete() {
+        let f = file(&[
+            (Op::Malloc { size: 1 }, 0x10),
+            (Op::Malloc { size: 1 }, 0x20),
+        ]);
+        let (s, o) = one(&f[..f.len() - 1], Policy::FirstFit, Stop::End, false).unwrap();
+        assert!(s.cut_short);
+        assert_eq!((s.ops, o.replayed), (1, 1));
     }
 
     #[test]
     fn bad_input() {
-        assert!(Trace::decode(b"hello").is_err());
+        let err = |f: &[u8]| one(f, Policy::FirstFit, Stop::End, false).unwrap_err();
+        assert!(err(b"hello").to_string().contains("bad magic"));
         let mut f = file(&[(Op::Malloc { size: 1 }, 0x10)]);
-        f.truncate(f.len() - 1);
-        let e = Trace::decode(&f).err().unwrap().to_string();
-        assert!(e.contains("ends inside a record"), "{e}");
+        f[RECORD] = 42;
+        let e = format!("{:#}", err(&f));
+        assert!(e.contains("unknown record kind (record at byte 32)"), "{e}");
+        let f = file(&[(Op::Memalign { align: 3, size: 1 }, 0x10)]);
+        assert!(err(&f).to_string().contains("not a power of two"));
     }
 }

@@ -4,26 +4,27 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::Result;
+use fitalloc::trace::RecordError;
+use fitalloc_cli::layout::Layout;
+use fitalloc_cli::replay::{replay_file, Outcome, Stop, Summary};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::layout::Layout;
-use crate::replay::{replay as replay_trace, Outcome, Stop, Trace};
 use crate::ReplayArgs;
 
-/// Traces with at least this many operations show a progress bar (on a
-/// terminal).
-const PROGRESS_MIN: u64 = 1_000_000;
+/// Traces of at least this many bytes (about a million records) show a
+/// progress bar (on a terminal).
+const PROGRESS_MIN: u64 = 32 << 20;
 
-/// A progress bar on stderr for `ops` operations, if stderr is a terminal
-/// and the replay is long.
-pub fn progress_bar(ops: u64, label: &str, disabled: bool) -> Option<ProgressBar> {
-    if disabled || ops < PROGRESS_MIN || !std::io::stderr().is_terminal() {
+/// A progress bar on stderr for a trace of `len` bytes, if stderr is a
+/// terminal and the replay is long.
+pub fn progress_bar(len: u64, label: &str, disabled: bool) -> Option<ProgressBar> {
+    if disabled || len < PROGRESS_MIN || !std::io::stderr().is_terminal() {
         return None;
     }
-    let pb = ProgressBar::with_draw_target(Some(ops), ProgressDrawTarget::stderr());
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     pb.set_style(
-        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} ops ({eta})")
+        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {bytes}/{total_bytes} ({eta})")
             .expect("valid template")
             .progress_chars("=> "),
     );
@@ -31,21 +32,44 @@ pub fn progress_bar(ops: u64, label: &str, disabled: bool) -> Option<ProgressBar
     Some(pb)
 }
 
-/// Replays under `policy` with an optional progress bar.
+/// Replays the trace at `path` under `policies` with an optional progress
+/// bar (for a regular file: its length is known).
 pub fn replay_with_progress(
-    t: &Trace,
-    policy: fitalloc::Policy,
+    path: &Path,
+    policies: &[fitalloc::Policy],
     stop: Stop,
     layout: bool,
     no_progress: bool,
-) -> Result<Outcome> {
-    let pb = progress_bar(t.ops, policy.name(), no_progress);
-    let o = replay_trace(t, policy, stop, layout, pb.as_ref());
+) -> Result<(Summary, Vec<Outcome>)> {
+    let len = std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map_or(0, |m| m.len());
+    let label = match policies {
+        [p] => p.name().to_string(),
+        _ => format!("{} policies", policies.len()),
+    };
+    let pb = progress_bar(len, &label, no_progress);
+    let r = replay_file(path, policies, stop, layout, pb.as_ref());
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    o
+    r
 }
+
+/// Warns (stderr) if the trace was cut short.
+pub fn warn_if_cut_short(path: &Path, s: &Summary) {
+    if s.cut_short {
+        eprintln!(
+            "fitalloc: warning: {}: {CUT_SHORT}; its {} complete operations were replayed",
+            path.display(),
+            s.ops
+        );
+    }
+}
+
+/// What a trace that ends inside a record is said to do.
+const CUT_SHORT: &str = RecordError::Short.what();
 
 #[derive(Serialize)]
 struct JsonBlock<'a> {
@@ -110,6 +134,8 @@ struct JsonReport<'a> {
     page_size: u32,
     operations_in_trace: u64,
     marks_in_trace: u64,
+    /// The file ends inside a record (the complete ones were replayed).
+    cut_short: bool,
     stop: String,
     policies: Vec<JsonPolicy<'a>>,
 }
@@ -124,20 +150,19 @@ fn stop_text(s: Stop) -> String {
 
 /// The command.
 pub fn replay(a: ReplayArgs) -> Result<()> {
-    let t = Trace::load(&a.trace)?;
     let stop = match (a.at_mark, a.at) {
         (Some(n), _) => Stop::Mark(n),
         (None, Some(n)) => Stop::Op(n),
         (None, None) => Stop::End,
     };
-    let mut outcomes = Vec::new();
-    for p in a.policy.policies() {
-        outcomes.push(replay_with_progress(&t, p, stop, a.layout, a.no_progress)?);
-    }
+    let policies = a.policy.policies();
+    let (summary, outcomes) =
+        replay_with_progress(&a.trace, &policies, stop, a.layout, a.no_progress)?;
+    warn_if_cut_short(&a.trace, &summary);
     let out = if a.json {
-        json(&a.trace, &t, stop, &outcomes)?
+        json(&a.trace, &summary, stop, &outcomes)?
     } else {
-        table(&a.trace, &t, stop, &outcomes)
+        table(&a.trace, &summary, stop, &outcomes)
     };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(out.as_bytes())?;
@@ -145,7 +170,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
-fn json(path: &Path, t: &Trace, stop: Stop, outcomes: &[Outcome]) -> Result<String> {
+fn json(path: &Path, t: &Summary, stop: Stop, outcomes: &[Outcome]) -> Result<String> {
     let r = JsonReport {
         trace: path.display().to_string(),
         pid: t.header.pid,
@@ -153,6 +178,7 @@ fn json(path: &Path, t: &Trace, stop: Stop, outcomes: &[Outcome]) -> Result<Stri
         page_size: t.header.page_size,
         operations_in_trace: t.ops,
         marks_in_trace: t.marks,
+        cut_short: t.cut_short,
         stop: stop_text(stop),
         policies: outcomes
             .iter()
@@ -182,7 +208,7 @@ fn json(path: &Path, t: &Trace, stop: Stop, outcomes: &[Outcome]) -> Result<Stri
     Ok(s)
 }
 
-fn table(path: &Path, t: &Trace, stop: Stop, outcomes: &[Outcome]) -> String {
+fn table(path: &Path, t: &Summary, stop: Stop, outcomes: &[Outcome]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let fork = if t.header.parent != 0 {
@@ -190,14 +216,18 @@ fn table(path: &Path, t: &Trace, stop: Stop, outcomes: &[Outcome]) -> String {
     } else {
         String::new()
     };
+    let replayed = match (t.cut_short, stop) {
+        (false, _) => format!("replayed to the {}", stop_text(stop)),
+        (true, Stop::End) => format!("{CUT_SHORT}: replayed to its last complete record"),
+        (true, _) => format!("replayed to the {}; {CUT_SHORT}", stop_text(stop)),
+    };
     let _ = writeln!(
         s,
-        "trace {} (pid {}{fork}): {} operations, {} marks; replayed to the {}",
+        "trace {} (pid {}{fork}): {} operations, {} marks; {replayed}",
         path.display(),
         t.header.pid,
         t.ops,
         t.marks,
-        stop_text(stop)
     );
     let _ = writeln!(
         s,

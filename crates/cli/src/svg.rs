@@ -10,15 +10,23 @@
 //! - **Flow** (more regions): bands flow left to right, then wrap, in list
 //!   order, each as wide as its size on a scale shared by every panel, but at
 //!   least [`FLOW_MIN`] px; the label left of a row is the index of its first
-//!   region.
+//!   region. The scale gives the largest region (at least 64 KiB) a whole
+//!   row, or less if the panels would then need more than [`FLOW_ROWS`] rows
+//!   of proportional widths.
 //! - Inside a band, blocks are rectangles whose widths are proportional to
 //!   their sizes, except that each is at least 1 px wide (the extra pixels
 //!   are taken from the proportional part, so a band is exactly filled).
-//! - When blocks outnumber the pixels of a band, or the whole picture would
-//!   hold more than `max_rects` rectangles, runs of consecutive blocks
-//!   narrower than a threshold are merged into one rectangle shaded by the
-//!   share of its bytes in use; the threshold doubles until everything fits.
-//!   The caption says how many blocks were merged.
+//! - `max_rects` bounds the whole picture: block rectangles plus region
+//!   bands. When blocks outnumber the pixels of a band, or the picture would
+//!   hold more shapes than that, runs of consecutive blocks narrower than a
+//!   threshold are merged into one rectangle shaded by the share of its
+//!   bytes in use; the threshold doubles until everything fits. When the
+//!   regions alone are too many (a band and a rectangle each), runs of
+//!   consecutive regions first merge into one band drawn as one rectangle.
+//!   The caption says how many blocks (and regions) were merged.
+//!
+//! So the SVG grows with `max_rects`, not with the heap: each shape is at
+//! most a few hundred bytes (its tooltip holds a name of at most 31 bytes).
 //!
 //! Block rectangles (and merged runs) are the only `<rect>` elements: the
 //! background, the region outlines and the legend swatches are `<path>`s, so
@@ -27,12 +35,15 @@
 
 use std::fmt::Write as _;
 
-use crate::layout::{Block, Layout, Region};
+use crate::layout::{total, Block, Layout, Region};
 
 /// Panels with at most this many regions draw one region per row.
 pub const ROWS_MAX: usize = 40;
 /// Narrowest band in flow mode (px).
 pub const FLOW_MIN: f64 = 16.0;
+/// Most rows the proportional widths of a flow panel fill (bands widened to
+/// [`FLOW_MIN`] may add more), so that the picture's height is bounded too.
+pub const FLOW_ROWS: f64 = 150.0;
 
 const USED: (u8, u8, u8) = (0x34, 0x65, 0xa4);
 const FREE: (u8, u8, u8) = (0xf5, 0xc4, 0x5e);
@@ -54,7 +65,9 @@ pub struct Panel {
 pub struct Options {
     /// Width of the drawing area of a panel (px), labels excluded.
     pub width: f64,
-    /// Most rectangles in the picture before runs of small blocks merge.
+    /// Most shapes in the picture, block rectangles and region bands
+    /// together, before runs of small blocks (and, if that is not enough,
+    /// of regions) merge. At least two per panel are drawn.
     pub max_rects: usize,
     /// Panels per row of the grid.
     pub columns: usize,
@@ -67,13 +80,18 @@ pub struct Drawn {
     pub rects: usize,
     /// Blocks in the layouts.
     pub blocks: usize,
-    /// Merged rectangles and the blocks inside them.
+    /// Merged rectangles (runs of blocks, or of whole regions).
     pub runs: usize,
     /// Blocks inside merged runs.
     pub merged_blocks: usize,
+    /// Regions in the layouts.
+    pub regions: usize,
+    /// Bands drawn: one per region, unless runs of regions were merged.
+    pub bands: usize,
 }
 
-/// Escapes text for XML content and attribute values.
+/// Escapes text for XML content and attribute values; characters XML 1.0
+/// does not allow (controls, U+FFFE, U+FFFF) become '?'.
 pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
@@ -83,7 +101,7 @@ pub fn esc(s: &str) -> String {
             '>' => o.push_str("&gt;"),
             '"' => o.push_str("&quot;"),
             '\'' => o.push_str("&apos;"),
-            c if (c as u32) < 0x20 => o.push('?'),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => o.push('?'),
             c => o.push(c),
         }
     }
@@ -149,11 +167,49 @@ fn segments(r: &Region, w: f64, t: f64) -> Vec<Seg> {
     out
 }
 
-/// Where each region goes: (panel, region) → (x, y, width) relative to the
-/// panel's region area, and the area's height.
+/// What one band of a panel draws: one region, or, when the regions are too
+/// many for `max_rects`, a run of consecutive regions merged into one
+/// rectangle.
+#[derive(Clone, Copy, Debug)]
+struct Band {
+    first: usize,
+    last: usize,
+    /// Bytes in its regions.
+    size: u64,
+}
+
+/// The bands of `l`, `per` consecutive regions to a band.
+fn bands(l: &Layout, per: usize) -> Vec<Band> {
+    l.regions
+        .chunks(per)
+        .enumerate()
+        .map(|(k, c)| Band {
+            first: k * per,
+            last: k * per + c.len() - 1,
+            size: total(c.iter().map(|r| r.size)),
+        })
+        .collect()
+}
+
+/// Regions per band: the fewest that leave room, within `max_rects`, for
+/// every band and at least one rectangle in it (1 unless the regions are
+/// many).
+fn regions_per_band(panels: &[Panel], max_rects: usize) -> usize {
+    let counts: Vec<usize> = panels.iter().map(|p| p.layout.regions.len()).collect();
+    let shapes = |per: usize| 2 * counts.iter().map(|n| n.div_ceil(per)).sum::<usize>();
+    let most = counts.iter().copied().max().unwrap_or(0);
+    let mut per = shapes(1).div_ceil(max_rects.max(1)).max(1);
+    while per < most && shapes(per) > max_rects {
+        per += 1;
+    }
+    per
+}
+
+/// Where each band goes: (x, y, width) relative to the panel's region area,
+/// and the area's height.
 struct Placement {
     boxes: Vec<(f64, f64, f64)>,
-    /// Rows: (y, index of the first region) for the labels.
+    /// Rows: (y, index of the first band) for the labels.
     rows: Vec<(f64, usize)>,
     height: f64,
 }
@@ -166,16 +222,16 @@ struct Mode {
     scale: f64,
 }
 
-fn place(l: &Layout, mode: Mode, width: f64) -> Placement {
+fn place(bands: &[Band], mode: Mode, width: f64) -> Placement {
     let mut p = Placement {
         boxes: Vec::new(),
         rows: Vec::new(),
         height: 0.0,
     };
     let (mut x, mut y) = (0.0, 0.0);
-    for (i, r) in l.regions.iter().enumerate() {
+    for (i, b) in bands.iter().enumerate() {
         let w = if mode.flow {
-            (r.size as f64 * mode.scale).clamp(FLOW_MIN, width)
+            (b.size as f64 * mode.scale).clamp(FLOW_MIN, width)
         } else {
             width
         };
@@ -195,6 +251,51 @@ fn place(l: &Layout, mode: Mode, width: f64) -> Placement {
     p
 }
 
+/// The rectangles of every band of every panel (none listed for a band of
+/// several regions: it is one rectangle). Runs of blocks narrower than a
+/// threshold merge; the threshold is 0, then 1 px, doubling, until every
+/// band has a pixel per rectangle and the picture holds at most `max_rects`
+/// rectangles and bands.
+fn merge(
+    panels: &[Panel],
+    bands: &[Vec<Band>],
+    places: &[Placement],
+    max_rects: usize,
+    width: f64,
+) -> Vec<Vec<Vec<Seg>>> {
+    let fits = |t: f64| -> (bool, Vec<Vec<Vec<Seg>>>) {
+        let mut shapes = 0;
+        let mut ok = true;
+        let segs = panels
+            .iter()
+            .zip(bands.iter().zip(places))
+            .map(|(p, (bs, pl))| {
+                bs.iter()
+                    .zip(&pl.boxes)
+                    .map(|(b, &(_, _, w))| {
+                        let s = if b.first == b.last {
+                            segments(&p.layout.regions[b.first], w, t)
+                        } else {
+                            Vec::new()
+                        };
+                        shapes += 1 + s.len().max(1);
+                        ok &= s.len() as f64 <= w.floor();
+                        s
+                    })
+                    .collect()
+            })
+            .collect();
+        (ok && shapes <= max_rects, segs)
+    };
+    let (mut ok, mut segs) = fits(0.0);
+    let mut t = 1.0;
+    while !ok && t <= 2.0 * width {
+        (ok, segs) = fits(t);
+        t *= 2.0;
+    }
+    segs
+}
+
 fn block_tip(i: usize, b: &Block) -> String {
     let state = if b.used { "USED" } else { "FREE" };
     format!(
@@ -203,66 +304,40 @@ fn block_tip(i: usize, b: &Block) -> String {
     )
 }
 
+/// The label left of a row starting with band `b`.
+fn row_label(b: &Band, flow: bool) -> String {
+    match (flow, b.first == b.last) {
+        (true, _) => format!("#{}", b.first),
+        (false, true) => format!("#{} {}", b.first, human(b.size)),
+        (false, false) => format!("#{}-#{} {}", b.first, b.last, human(b.size)),
+    }
+}
+
 /// Draws the picture; returns the SVG text and what was drawn.
 pub fn render(caption: &[String], panels: &[Panel], opts: Options) -> (String, Drawn) {
     let width = opts.width.max(100.0);
     let columns = opts.columns.clamp(1, panels.len().max(1));
-    let most_regions = panels
-        .iter()
-        .map(|p| p.layout.regions.len())
-        .max()
-        .unwrap_or(0);
-    let largest = panels
-        .iter()
-        .flat_map(|p| p.layout.regions.iter().map(|r| r.size))
-        .max()
-        .unwrap_or(1);
-    let flow = most_regions > ROWS_MAX;
+    let per = regions_per_band(panels, opts.max_rects);
+    let bands: Vec<Vec<Band>> = panels.iter().map(|p| bands(&p.layout, per)).collect();
+    let most_bands = bands.iter().map(Vec::len).max().unwrap_or(0);
+    let largest = bands.iter().flatten().map(|b| b.size).max().unwrap_or(1);
+    let widest = panels.iter().map(|p| p.layout.mapped()).max().unwrap_or(1);
+    let flow = most_bands > ROWS_MAX;
     let mode = Mode {
         flow,
         band: if flow { 18.0 } else { 22.0 },
         gap: if flow { 5.0 } else { 7.0 },
-        scale: width / (largest.max(64 << 10) as f64),
+        scale: (width / largest.max(64 << 10) as f64).min(FLOW_ROWS * width / widest.max(1) as f64),
     };
-    let places: Vec<Placement> = panels
-        .iter()
-        .map(|p| place(&p.layout, mode, width))
-        .collect();
-
-    // Choose the merge threshold: none unless needed, then 1 px, 2 px, ...
+    let places: Vec<Placement> = bands.iter().map(|b| place(b, mode, width)).collect();
+    let segs = merge(panels, &bands, &places, opts.max_rects, width);
     let mut drawn = Drawn {
         blocks: panels.iter().map(|p| p.layout.block_count()).sum(),
+        regions: panels.iter().map(|p| p.layout.regions.len()).sum(),
+        bands: bands.iter().map(Vec::len).sum(),
         ..Drawn::default()
     };
-    let fits = |t: f64| -> (bool, Vec<Vec<Vec<Seg>>>) {
-        let mut total = 0;
-        let mut ok = true;
-        let segs: Vec<Vec<Vec<Seg>>> = panels
-            .iter()
-            .zip(&places)
-            .map(|(p, pl)| {
-                p.layout
-                    .regions
-                    .iter()
-                    .zip(&pl.boxes)
-                    .map(|(r, &(_, _, w))| {
-                        let s = segments(r, w, t);
-                        total += s.len();
-                        ok &= s.len() as f64 <= w.floor();
-                        s
-                    })
-                    .collect()
-            })
-            .collect();
-        (ok && total <= opts.max_rects, segs)
-    };
-    let (mut ok, mut segs) = fits(0.0);
-    let mut t = 1.0;
-    while !ok && t <= 2.0 * width {
-        (ok, segs) = fits(t);
-        t *= 2.0;
-    }
-    let merged = segs.iter().flatten().flatten().any(|s| s.first != s.last);
+    let merged = per > 1 || segs.iter().flatten().flatten().any(|s| s.first != s.last);
 
     let mut body = String::new();
     let mut y = MARGIN + 4.0;
@@ -280,10 +355,12 @@ pub fn render(caption: &[String], panels: &[Panel], opts: Options) -> (String, D
     let mut lx = MARGIN;
     let mut legend = vec![(color(USED), "used block"), (color(FREE), "free block")];
     if merged {
-        legend.push((
-            mix(0.5),
-            "merged run of small blocks (shade: share of bytes in use)",
-        ));
+        let what = if per > 1 {
+            "merged run of small blocks or of regions (shade: share of bytes in use)"
+        } else {
+            "merged run of small blocks (shade: share of bytes in use)"
+        };
+        legend.push((mix(0.5), what));
     }
     for (c, label) in legend {
         let _ = writeln!(
@@ -301,7 +378,11 @@ pub fn render(caption: &[String], panels: &[Panel], opts: Options) -> (String, D
     let cell = LABEL + width + MARGIN;
     let mut grid_top = y;
     let mut bottom = y;
-    for (n, ((panel, pl), psegs)) in panels.iter().zip(&places).zip(&segs).enumerate() {
+    for (n, (panel, (pl, (pbands, psegs)))) in panels
+        .iter()
+        .zip(places.iter().zip(bands.iter().zip(&segs)))
+        .enumerate()
+    {
         if n > 0 && n % columns == 0 {
             grid_top = bottom + 12.0;
         }
@@ -333,36 +414,22 @@ pub fn render(caption: &[String], panels: &[Panel], opts: Options) -> (String, D
             continue;
         }
         for &(ry, first) in &pl.rows {
-            let r = &panel.layout.regions[first];
-            let label = if flow {
-                format!("#{first}")
-            } else {
-                format!("#{first} {}", human(r.size))
-            };
             let _ = writeln!(
                 body,
                 r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end" fill="#333">{}</text>"##,
                 x0 - 6.0,
                 top + ry + mode.band / 2.0 + 4.0,
-                esc(&label)
+                esc(&row_label(&pbands[first], flow))
             );
         }
-        for (i, ((r, &(bx, by, w)), rsegs)) in panel
-            .layout
-            .regions
-            .iter()
-            .zip(&pl.boxes)
-            .zip(psegs)
-            .enumerate()
-        {
-            draw_region(
-                &mut body,
-                &mut drawn,
-                i,
-                r,
-                rsegs,
-                (x0 + bx, top + by, w, mode.band),
-            );
+        for ((b, &(bx, by, w)), bsegs) in pbands.iter().zip(&pl.boxes).zip(psegs) {
+            let at = (x0 + bx, top + by, w, mode.band);
+            if b.first == b.last {
+                let r = &panel.layout.regions[b.first];
+                draw_region(&mut body, &mut drawn, b.first, r, bsegs, at);
+            } else {
+                draw_regions(&mut body, &mut drawn, b, &panel.layout.regions, at);
+            }
         }
         bottom = bottom.max(top + pl.height);
     }
@@ -383,6 +450,34 @@ pub fn render(caption: &[String], panels: &[Panel], opts: Options) -> (String, D
     svg.push_str(&body);
     svg.push_str("</svg>\n");
     (svg, drawn)
+}
+
+/// A band of several regions at (x, y) of width w and height h: one
+/// rectangle, outlined like a region, shaded by the share of its bytes in
+/// use, whose tooltip sums up its regions.
+fn draw_regions(
+    body: &mut String,
+    drawn: &mut Drawn,
+    b: &Band,
+    regions: &[Region],
+    (x, y, w, h): (f64, f64, f64, f64),
+) {
+    let blocks = || regions[b.first..=b.last].iter().flat_map(|r| &r.blocks);
+    let n = blocks().count();
+    let nu = blocks().filter(|bl| bl.used).count();
+    let u = total(blocks().filter(|bl| bl.used).map(|bl| bl.size));
+    drawn.rects += 1;
+    drawn.runs += 1;
+    drawn.merged_blocks += n;
+    let _ = writeln!(
+        body,
+        r##"<rect x="{x:.2}" y="{y:.1}" width="{w:.2}" height="{h:.1}" fill="{}" stroke="#444" stroke-width="0.7"><title>regions #{}-#{} merged ({} regions, {} bytes): {n} blocks ({nu} used), {u} bytes in use</title></rect>"##,
+        mix(u as f64 / b.size.max(1) as f64),
+        b.first,
+        b.last,
+        b.last - b.first + 1,
+        b.size
+    );
 }
 
 /// One region's band at (x, y) of width w and height h: its segments, then
@@ -419,12 +514,14 @@ fn draw_region(
             (c, block_tip(i, b))
         } else {
             let bl = &r.blocks[s.first..=s.last];
-            let u: u64 = bl.iter().filter(|b| b.used).map(|b| b.size).sum();
-            let all: u64 = bl.iter().map(|b| b.size).sum();
+            let u = total(bl.iter().filter(|b| b.used).map(|b| b.size));
+            let all = total(bl.iter().map(|b| b.size));
             let nu = bl.iter().filter(|b| b.used).count();
             drawn.runs += 1;
             drawn.merged_blocks += bl.len();
-            let end = bl[bl.len() - 1].offset + bl[bl.len() - 1].size;
+            let end = bl[bl.len() - 1]
+                .offset
+                .saturating_add(bl[bl.len() - 1].size);
             (
                 mix(u as f64 / all.max(1) as f64),
                 format!(
@@ -549,6 +646,82 @@ mod tests {
         let (svg, d) = render(&["c".into()], &[p], opts);
         assert!(d.runs > 0, "flow bands are narrower than 500 px");
         assert_eq!(count_rects(&svg), d.rects);
+    }
+
+    #[test]
+    fn the_cap_bounds_the_whole_picture() {
+        let one_block_regions = |n: usize| Panel {
+            title: "t".into(),
+            subtitle: Vec::new(),
+            layout: Layout {
+                regions: (0..n)
+                    .map(|i| Region {
+                        size: 4096,
+                        blocks: vec![Block {
+                            offset: 0,
+                            size: 4096,
+                            used: i % 3 != 0,
+                            name: format!("block {i}"),
+                        }],
+                    })
+                    .collect(),
+            },
+        };
+        for (regions, max_rects, panels) in [(5000, 1000, 1), (5000, 1000, 4), (499, 1000, 2)] {
+            let ps: Vec<Panel> = (0..panels).map(|_| one_block_regions(regions)).collect();
+            let opts = Options {
+                width: 1000.0,
+                max_rects,
+                columns: panels,
+            };
+            let (svg, d) = render(&["c".into()], &ps, opts);
+            let case = format!("{regions} regions, {panels} panels: {d:?}");
+            assert_eq!(count_rects(&svg), d.rects, "{case}");
+            assert!(d.rects + d.bands <= max_rects, "{case}");
+            assert_eq!(d.regions, regions * panels, "{case}");
+            let merged = regions * panels * 2 > max_rects;
+            assert_eq!(d.bands < d.regions, merged, "{case}");
+            assert!(d.bands * 2 > max_rects / 2, "no needless merging: {case}");
+            assert!(svg.len() < 300 * max_rects, "{} bytes: {case}", svg.len());
+            let tall = svg.split("height=\"").nth(1).unwrap();
+            let height: f64 = tall[..tall.find('"').unwrap()].parse().unwrap();
+            assert!(height < 10_000.0, "{height} px: {case}");
+            if merged {
+                assert!(svg.contains("merged ("), "{case}");
+            }
+        }
+    }
+
+    #[test]
+    fn huge_sizes_draw() {
+        let mut l = layout(2, 300);
+        for r in &mut l.regions {
+            r.size = u64::MAX;
+            for b in &mut r.blocks {
+                b.size = u64::MAX;
+            }
+        }
+        let p = Panel {
+            title: "t".into(),
+            subtitle: Vec::new(),
+            layout: l,
+        };
+        let opts = Options {
+            width: 100.0,
+            max_rects: 4,
+            columns: 1,
+        };
+        let (svg, d) = render(&["c".into()], &[p], opts);
+        assert!(d.runs > 0 && svg.contains("offsets 0x0-0xffffffffffffffff"));
+    }
+
+    #[test]
+    fn escapes_what_xml_cannot_hold() {
+        assert_eq!(esc("a<b>&'\"\t\u{1}"), "a&lt;b&gt;&amp;&apos;&quot;??");
+        assert_eq!(
+            esc("x\u{fffe}\u{ffff}\u{fffd}\u{10000}é"),
+            "x??\u{fffd}\u{10000}é"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! FITALLOC_SO.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use assert_cmd::Command;
 use fitalloc::trace::{Header, Op, Record, RECORD, VERSION};
@@ -258,19 +259,20 @@ fn replay_errors() {
         .stderr(predicate::function(one_line))
         .stderr(predicate::str::contains("bad magic"));
 
-    let t = sample(&dir);
-    let mut bytes = std::fs::read(&t).unwrap();
-    bytes.truncate(bytes.len() - 5);
-    let cut = dir.path().join("cut");
-    std::fs::write(&cut, bytes).unwrap();
+    let mut bytes = std::fs::read(sample(&dir)).unwrap();
+    bytes[RECORD * 5] = 0x77;
+    std::fs::write(&bad, bytes).unwrap();
     fitalloc()
         .arg("replay")
-        .arg(&cut)
+        .arg(&bad)
         .assert()
         .code(1)
         .stderr(predicate::function(one_line))
-        .stderr(predicate::str::contains("ends inside a record"));
+        .stderr(predicate::str::contains(
+            "unknown record kind (record at byte 160)",
+        ));
 
+    let t = sample(&dir);
     fitalloc()
         .arg("replay")
         .arg(&t)
@@ -286,6 +288,112 @@ fn replay_errors() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("invalid value 'good_fit'"));
+}
+
+/// How long a command may take on input it must reject at once: far more
+/// than it needs (milliseconds), far less than reading without end would
+/// take to be noticed.
+const FAST: Duration = Duration::from_secs(10);
+
+/// Runs `fitalloc ARGS` in `sh` with `INPUT |` before it.
+fn piped(input: &str, args: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(format!("{input} | \"$0\" {args}"))
+        .arg(assert_cmd::cargo::cargo_bin("fitalloc"))
+        .timeout(FAST);
+    c
+}
+
+#[test]
+fn non_traces_fail_fast() {
+    let dir = TempDir::new().unwrap();
+    let text = dir.path().join("text");
+    std::fs::write(&text, "-- Current Memory State --\n".repeat(1000)).unwrap();
+    let bad_magic = predicate::str::contains("not a fitalloc trace (bad magic)");
+    for file in [Path::new("/dev/zero"), &text] {
+        for args in [&["replay"][..], &["map", "--at", "5", "--trace"]] {
+            fitalloc()
+                .args(args)
+                .arg(file)
+                .timeout(FAST)
+                .assert()
+                .code(1)
+                .stderr(bad_magic.clone());
+        }
+    }
+    for args in ["replay /dev/stdin", "map --at-mark 1 --trace /dev/stdin"] {
+        piped("yes", args)
+            .assert()
+            .code(1)
+            .stderr(bad_magic.clone());
+    }
+    // The peak needs two readings: a pipe is refused before it is read.
+    piped("yes", "map --trace /dev/stdin")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("only a regular file allows"));
+    // A trace through a pipe replays (one reading).
+    let t = sample(&dir);
+    let out = piped(
+        &format!("cat '{}'", t.display()),
+        "replay /dev/stdin --json",
+    )
+    .assert()
+    .success()
+    .get_output()
+    .stdout
+    .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["operations_in_trace"], 64);
+}
+
+#[test]
+fn a_trace_cut_short_replays_with_a_warning() {
+    let dir = TempDir::new().unwrap();
+    let whole = std::fs::read(sample(&dir)).unwrap();
+    let warning = "fitalloc: warning: ";
+    // Cut inside the last record, and inside the malloc_name pair (its name
+    // record is the 63rd record after the header).
+    for (cut, complete, marks) in [(whole.len() - 5, 63, 1), (RECORD * 62 + 3, 60, 0)] {
+        let path = dir.path().join(format!("cut-{cut}"));
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        let out = fitalloc()
+            .arg("replay")
+            .arg(&path)
+            .assert()
+            .success()
+            .stderr(predicate::str::starts_with(warning))
+            .stderr(predicate::str::contains(format!(
+                "trace ends mid-record (file cut short?); its {complete} complete operations were replayed"
+            )))
+            .get_output()
+            .stdout
+            .clone();
+        let table = String::from_utf8(out).unwrap();
+        assert!(
+            table.contains(&format!(
+                "{complete} operations, {marks} marks; trace ends mid-record (file cut short?): replayed to its last complete record"
+            )),
+            "{table}"
+        );
+        assert!(!table.contains("replayed to the end"), "{table}");
+        let json = stdout_of(fitalloc().arg("replay").arg(&path).arg("--json"));
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["cut_short"], true);
+        assert_eq!(v["policies"][0]["operations"], complete);
+        fitalloc()
+            .args(["map", "--trace"])
+            .arg(&path)
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("trace ends mid-record"));
+    }
+    let path = dir.path().join("whole");
+    std::fs::write(&path, &whole).unwrap();
+    let json = stdout_of(fitalloc().arg("replay").arg(&path).arg("--json"));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["cut_short"], false);
 }
 
 #[test]
@@ -359,6 +467,130 @@ fn map_trace_dump_compare_png() {
 }
 
 #[test]
+fn map_dump_warns_about_overlaps_and_disorder() {
+    let dir = TempDir::new().unwrap();
+    let dump = dir.path().join("bad.txt");
+    let mut text = String::from(
+        "-- Current Memory State --\n\
+         [REGION 0x10000-0x12000] 8192\n\
+         \x20 [BLOCK 0x10100-0x10200] 256 [USED] 'second'\n\
+         \x20 [BLOCK 0x10000-0x10100] 256 [USED] 'first'\n\
+         [REGION 0x11000-0x12000] 4096\n",
+    );
+    std::fs::write(&dump, &text).unwrap();
+    let warned = |stderr: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("fitalloc: warning: bad.txt: "))
+            .map(str::to_string)
+            .collect()
+    };
+    let out = fitalloc()
+        .args(["map", "--dump"])
+        .arg(&dump)
+        .assert()
+        .success();
+    let o = out.get_output();
+    let w = warned(&String::from_utf8_lossy(&o.stderr));
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].contains("line 4: block at 0x10000 comes before the previous block"));
+    assert!(w[1].contains("line 5: region 0x11000-0x12000 overlaps the region of line 2"));
+    let svg = String::from_utf8(o.stdout.clone()).unwrap();
+    assert!(svg.contains("warning: 2 blocks or regions overlap or are out of address order"));
+    assert_eq!(rects(&svg), 2, "still drawn");
+
+    // Many overlapping blocks: one line each up to a cap, then a count.
+    for _ in 0..30 {
+        text.push_str("  [BLOCK 0x11000-0x11100] 256 [FREE] ''\n");
+    }
+    std::fs::write(&dump, &text).unwrap();
+    let out = fitalloc()
+        .args(["map", "--dump"])
+        .arg(&dump)
+        .assert()
+        .success();
+    let w = warned(&String::from_utf8_lossy(&out.get_output().stderr));
+    assert_eq!(w.len(), 11, "{w:?}");
+    assert!(
+        w[1].contains("overlaps an earlier block of its region"),
+        "{w:?}"
+    );
+    assert!(w[10].ends_with("21 more warnings like these"), "{w:?}");
+
+    // A clean dump warns about nothing.
+    std::fs::write(&dump, &text[..text.find("  [BLOCK 0x10100").unwrap()]).unwrap();
+    fitalloc()
+        .args(["map", "--dump"])
+        .arg(&dump)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("warning").not());
+}
+
+/// Sizes near 2^64 (a hand-written dump) once overflowed the totals: a
+/// panic in debug builds, nonsense in release ones.
+#[test]
+fn map_dump_with_huge_sizes() {
+    let dir = TempDir::new().unwrap();
+    let dump = dir.path().join("huge.txt");
+    let max = u64::MAX;
+    std::fs::write(
+        &dump,
+        format!(
+            "[REGION 0x10000-0x11000] {max}\n\
+             \x20 [BLOCK 0x10000-0x10100] {max} [USED] 'a'\n\
+             \x20 [BLOCK 0x10100-0x10200] {max} [USED] 'b'\n\
+             [REGION 0x20000-0x21000] {max}\n"
+        ),
+    )
+    .unwrap();
+    for max_rects in ["1", "20000"] {
+        let svg = stdout_of(
+            fitalloc()
+                .args(["map", "--max-rects", max_rects, "--dump"])
+                .arg(&dump),
+        );
+        assert!(svg.contains("17179869184 GiB in use"), "saturated totals");
+    }
+}
+
+/// A name with characters XML cannot hold (U+FFFF, from a hand-written or
+/// damaged dump) made an SVG no XML parser accepts, and no PNG (found by the
+/// dump_parse fuzz target).
+#[test]
+fn map_dump_names_that_xml_cannot_hold() {
+    let dir = TempDir::new().unwrap();
+    let dump = dir.path().join("names.txt");
+    std::fs::write(
+        &dump,
+        "[REGION 0x10000-0x12000] 8192\n\
+         \x20 [BLOCK 0x10000-0x10100] 256 [USED] 'not\u{ffff}xml\u{fffe}'\n",
+    )
+    .unwrap();
+    let png = dir.path().join("names.png");
+    let svg = stdout_of(
+        fitalloc()
+            .args(["map", "-o", "-", "--png"])
+            .arg(&png)
+            .arg("--dump")
+            .arg(&dump),
+    );
+    assert_eq!(rects(&svg), 1, "well-formed XML");
+    assert!(svg.contains("&apos;not?xml?&apos;"), "{svg}");
+    assert!(png.is_file());
+}
+
+#[test]
+fn map_dump_rejects_binary_data_fast() {
+    fitalloc()
+        .args(["map", "--dump", "/dev/zero"])
+        .timeout(FAST)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("line 1: a NUL byte: binary data"));
+}
+
+#[test]
 fn map_caps_rectangles() {
     let dir = TempDir::new().unwrap();
     let mut ops = Vec::new();
@@ -384,6 +616,52 @@ fn map_caps_rectangles() {
     assert!(text.contains("merged into"), "the caption says so");
 }
 
+/// 200,000 regions of one block each (a heap of many large allocations,
+/// each in its own region): the cap must bound the whole picture, not each
+/// region (one rectangle per region made a 72 MB SVG).
+#[test]
+fn map_caps_the_whole_picture() {
+    use std::io::Write;
+    let dir = TempDir::new().unwrap();
+    let dump = dir.path().join("many.txt");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&dump).unwrap());
+    writeln!(f, "-- Current Memory State --").unwrap();
+    for i in 0..200_000u64 {
+        let a = 0x1000_0000 + i * 0x2000;
+        let state = if i % 3 == 0 { "FREE" } else { "USED" };
+        writeln!(f, "[REGION {a:#x}-{:#x}] 4096", a + 4096).unwrap();
+        writeln!(
+            f,
+            "  [BLOCK {a:#x}-{:#x}] 4096 [{state}] 'block {i}'",
+            a + 4096
+        )
+        .unwrap();
+    }
+    f.into_inner().unwrap().sync_all().unwrap();
+    let svg = dir.path().join("many.svg");
+    fitalloc()
+        .args(["map", "--dump"])
+        .arg(&dump)
+        .arg("-o")
+        .arg(&svg)
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    // The default --max-rects is 20,000 shapes (rectangles and bands), each
+    // a few hundred bytes at most with its tooltip: 5 MB leaves room for
+    // that, and is far below the 72 MB of one rectangle per region.
+    assert!(text.len() < 5_000_000, "{} bytes", text.len());
+    assert!(rects(&text) <= 20_000, "{} rects", rects(&text));
+    assert!(
+        text.contains("200000 regions drawn as "),
+        "the caption says so"
+    );
+    assert!(
+        text.contains("200000 blocks drawn as "),
+        "the caption says so"
+    );
+}
+
 #[test]
 fn map_errors() {
     let dir = TempDir::new().unwrap();
@@ -407,6 +685,19 @@ fn map_errors() {
         .arg(&empty)
         .assert()
         .code(2);
+    let two = dir.path().join("two.txt");
+    std::fs::write(&two, "-- Current Memory State --\n".repeat(2)).unwrap();
+    for (k, e) in [
+        ("0", "counts from 1"),
+        ("3", "there are 2 dumps in the file, not 3"),
+    ] {
+        fitalloc()
+            .args(["map", "--dump-index", k, "--dump"])
+            .arg(&two)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(e));
+    }
     let t = sample(&dir);
     fitalloc()
         .args(["map", "--policy", "fastest_fit", "--trace"])

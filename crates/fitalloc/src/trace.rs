@@ -35,6 +35,13 @@
 //! The header is written when tracing starts; records are buffered and the
 //! buffer is written when full, before `fork`, and at exit (not at `_exit` or
 //! `exec`, whose last records are lost).
+//!
+//! Reading: [`Header::decode`] checks the first 32 bytes, so a reader can
+//! reject a file that is not a trace before reading any more of it;
+//! [`Record::decode`] decodes the record at the front of any byte slice and
+//! tells a record cut short ([`RecordError::Short`]: read more, or the file
+//! was cut short) from bytes that are not a record. [`Reader`] iterates over
+//! a trace held in memory.
 
 /// The first 8 bytes of a trace.
 pub const MAGIC: [u8; 8] = *b"FITTRACE";
@@ -128,10 +135,15 @@ impl Header {
         b
     }
 
-    /// Reads a header; errors name what is wrong.
+    /// Reads a header from the first [`RECORD`] bytes of `b` (all of the
+    /// file if it is shorter); errors name what is wrong.
     pub fn decode(b: &[u8]) -> Result<Header, &'static str> {
-        if b.len() < RECORD || b[..8] != MAGIC {
+        let magic = b.len().min(MAGIC.len());
+        if b[..magic] != MAGIC[..magic] {
             return Err("not a fitalloc trace (bad magic)");
+        }
+        if b.len() < RECORD {
+            return Err("trace ends inside its header (file cut short?)");
         }
         let h = Header {
             version: u32_at(b, 8),
@@ -183,9 +195,67 @@ impl Record {
         }
         RECORD
     }
+
+    /// Decodes the record at the front of `b` (a trace body, from a record
+    /// boundary on) and returns it with the number of bytes it takes: 32, or
+    /// 64 for `malloc_name` and its name record.
+    pub fn decode(b: &[u8]) -> Result<(Record, usize), RecordError> {
+        let rec = b.get(..RECORD).ok_or(RecordError::Short)?;
+        let (a, size, out) = (u64_at(rec, 8), u64_at(rec, 16), u64_at(rec, 24));
+        let op = match rec[0] {
+            1 => Op::Malloc { size: a },
+            2 => Op::Calloc { count: a, size },
+            3 => Op::Realloc { ptr: a, size },
+            4 => Op::Free { ptr: a },
+            5 => Op::Memalign { align: a, size },
+            6 => return Self::decode_named(b),
+            8 => Op::Mark { number: a },
+            _ => return Err(RecordError::Bad("unknown record kind")),
+        };
+        let thread = u32_at(rec, 4);
+        Ok((Record { op, thread, out }, RECORD))
+    }
+
+    /// A kind-6 record at the front of `b` and the kind-7 record after it.
+    fn decode_named(b: &[u8]) -> Result<(Record, usize), RecordError> {
+        let text = b.get(RECORD..2 * RECORD).ok_or(RecordError::Short)?;
+        if text[0] != 7 {
+            return Err(RecordError::Bad(
+                "malloc_name record without its name record",
+            ));
+        }
+        let mut name = [0u8; 31];
+        name.copy_from_slice(&text[1..]);
+        let op = Op::Named {
+            size: u64_at(b, 8),
+            name,
+        };
+        let (thread, out) = (u32_at(b, 4), u64_at(b, 24));
+        Ok((Record { op, thread, out }, 2 * RECORD))
+    }
 }
 
-/// Reads the records of a trace body (the bytes after the header).
+/// Why the bytes at a record boundary are not a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordError {
+    /// The bytes end inside the record: more are needed (at the end of a
+    /// file: the file was cut short, by a full disk say).
+    Short,
+    /// The bytes are not a record of this format version.
+    Bad(&'static str),
+}
+
+impl RecordError {
+    /// What is wrong, in words.
+    pub const fn what(self) -> &'static str {
+        match self {
+            RecordError::Short => "trace ends mid-record (file cut short?)",
+            RecordError::Bad(what) => what,
+        }
+    }
+}
+
+/// Reads the records of a trace held in memory.
 pub struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
@@ -218,36 +288,16 @@ impl Iterator for Reader<'_> {
         if rest.is_empty() {
             return None;
         }
-        if rest.len() < RECORD {
-            self.pos = self.data.len();
-            return Some(Err("trace ends inside a record"));
-        }
-        let (a, b, out) = (u64_at(rest, 8), u64_at(rest, 16), u64_at(rest, 24));
-        let thread = u32_at(rest, 4);
-        self.pos += RECORD;
-        let op = match rest[0] {
-            1 => Op::Malloc { size: a },
-            2 => Op::Calloc { count: a, size: b },
-            3 => Op::Realloc { ptr: a, size: b },
-            4 => Op::Free { ptr: a },
-            5 => Op::Memalign { align: a, size: b },
-            6 => {
-                let Some(text) = rest.get(RECORD..2 * RECORD).filter(|t| t[0] == 7) else {
-                    self.pos = self.data.len();
-                    return Some(Err("malloc_name record without its name record"));
-                };
-                self.pos += RECORD;
-                let mut name = [0u8; 31];
-                name.copy_from_slice(&text[1..]);
-                Op::Named { size: a, name }
+        match Record::decode(rest) {
+            Ok((rec, used)) => {
+                self.pos += used;
+                Some(Ok(rec))
             }
-            8 => Op::Mark { number: a },
-            _ => {
+            Err(e) => {
                 self.pos = self.data.len();
-                return Some(Err("unknown record kind"));
+                Some(Err(e.what()))
             }
-        };
-        Some(Ok(Record { op, thread, out }))
+        }
     }
 }
 
@@ -300,7 +350,51 @@ mod tests {
         }
         file.truncate(file.len() - 3);
         let (_, reader) = Reader::new(&file).unwrap();
-        assert!(reader.last().unwrap().is_err(), "a cut record is reported");
-        assert!(Header::decode(b"NOTATRACE_______________________").is_err());
+        let last = reader.last().unwrap();
+        assert_eq!(last, Err("trace ends mid-record (file cut short?)"));
+    }
+
+    #[test]
+    fn header_errors() {
+        let bad = "not a fitalloc trace (bad magic)";
+        assert_eq!(
+            Header::decode(b"NOTATRACE_______________________"),
+            Err(bad)
+        );
+        assert_eq!(Header::decode(b"FIT\n"), Err(bad));
+        assert_eq!(Header::decode(&[0; 64]), Err(bad));
+        let cut = "trace ends inside its header (file cut short?)";
+        assert_eq!(Header::decode(b"FITTR"), Err(cut));
+        assert_eq!(Header::decode(b"FITTRACE\x01\0\0\0"), Err(cut));
+        assert_eq!(Header::decode(b""), Err(cut));
+    }
+
+    #[test]
+    fn record_errors() {
+        let mut buf = [0u8; 2 * RECORD];
+        let named = Record {
+            op: Op::Named {
+                size: 1,
+                name: [b'x'; 31],
+            },
+            thread: 0,
+            out: 0x10,
+        };
+        assert_eq!(named.encode(&mut buf), 2 * RECORD);
+        assert_eq!(Record::decode(&buf[..RECORD - 1]), Err(RecordError::Short));
+        assert_eq!(Record::decode(&buf[..RECORD + 5]), Err(RecordError::Short));
+        assert_eq!(Record::decode(&buf).unwrap(), (named, 2 * RECORD));
+        buf[RECORD] = 1;
+        assert_eq!(
+            Record::decode(&buf),
+            Err(RecordError::Bad(
+                "malloc_name record without its name record"
+            ))
+        );
+        buf[0] = 0;
+        assert_eq!(
+            Record::decode(&buf),
+            Err(RecordError::Bad("unknown record kind"))
+        );
     }
 }
