@@ -5,7 +5,8 @@
 #   ones that allocated them; the trace holds at least the calls the threads
 #   made, and the replay skips nothing and fails nothing.
 # - tests/c/cli_fork.c: parent, child and grandchild each write a trace (T,
-#   T.CHILD, T.GRANDCHILD); the descendants' headers name their parent, and
+#   T.CHILD, T.GRANDCHILD); the descendants' headers say they are fork
+#   children and name their parent, every header names the program, and
 #   their operations on inherited blocks (50 each, which the program counts)
 #   are skipped as pointers the trace never returned; nothing else is skipped.
 # `fitalloc map --compare` draws the child's trace.
@@ -22,6 +23,7 @@ status=0
 checks=0
 
 # expect TRACE MIN_OPS PARENT SKIPPED: replay --policy all --json and check it
+# (PARENT: the fork parent's pid, or 0 for a trace that is not a fork child's)
 expect() {
   local t=$1 min=$2 parent=$3 skipped=$4 res
   checks=$((checks + 1))
@@ -33,7 +35,14 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 lo, parent, skipped = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 assert d['operations_in_trace'] >= lo, f"{d['operations_in_trace']} operations < {lo}"
-assert d['parent'] == parent, f"header parent {d['parent']} != {parent}"
+assert d['version'] == 2, d['version']
+assert d['fork_child'] == (parent != 0), f"fork_child {d['fork_child']}, expected {parent != 0}"
+if parent:
+    assert d['parent'] == parent, f"header parent {d['parent']} != {parent}"
+else:
+    assert d['parent'] > 0, "the parent pid is recorded for every process"
+assert d['exe'].startswith('/') and d['exe'].endswith('/cli_' + ('threads' if sys.argv[1].rsplit('/', 1)[1].startswith('threads') else 'fork')), d['exe']
+assert d['argv0'].endswith(d['exe'].rsplit('/', 1)[1]), (d['argv0'], d['exe'])
 assert [p['policy'] for p in d['policies']] == ['first_fit', 'next_fit', 'best_fit', 'worst_fit']
 for p in d['policies']:
     assert p['operations'] == d['operations_in_trace'], p

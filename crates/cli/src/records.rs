@@ -18,7 +18,7 @@
 use std::io::{ErrorKind, Read};
 
 use anyhow::{anyhow, bail, Context, Result};
-use fitalloc::trace::{Header, Record, RecordError, RECORD};
+use fitalloc::trace::{self, Header, Record, RecordError, RECORD};
 
 /// Bytes read at a time.
 const BUF: usize = 64 << 10;
@@ -27,10 +27,37 @@ const BUF: usize = 64 << 10;
 const EMPTY: &str = "empty file: the traced process wrote no trace (did it end with _exit, \
 or exec another program, before its trace buffer was written?)";
 
+/// What ran: the header's program block (version 2 traces), as text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Program {
+    /// The executable's path ('' if unknown).
+    pub exe: String,
+    /// `argv[0]` ('' if unknown).
+    pub argv0: String,
+}
+
+impl Program {
+    /// `argv0 (exe)`, or whichever is known, or `?`.
+    pub fn describe(&self) -> String {
+        match (self.argv0.is_empty(), self.exe.is_empty()) {
+            (false, false)
+                if self.exe == self.argv0 || self.exe.ends_with(&format!("/{}", self.argv0)) =>
+            {
+                self.exe.clone()
+            }
+            (false, false) => format!("{} ({})", self.argv0, self.exe),
+            (false, true) => self.argv0.clone(),
+            (true, false) => self.exe.clone(),
+            (true, true) => "?".into(),
+        }
+    }
+}
+
 /// The records of a trace, read from `R` (see the module docs).
 pub struct Records<R> {
     input: R,
     header: Header,
+    program: Program,
     buf: Box<[u8]>,
     /// `buf[start..end]` is read but not yet decoded.
     start: usize,
@@ -50,20 +77,35 @@ impl<R: Read> Records<R> {
             bail!(EMPTY);
         }
         let header = Header::decode(&head[..n]).map_err(|e| anyhow!("{e}"))?;
+        let mut block = vec![0; header.program_bytes()];
+        if read_full(&mut input, &mut block)? < block.len() {
+            bail!("trace ends inside its program block (file cut short?)");
+        }
+        let p = trace::Program::decode(&block);
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         Ok(Records {
             input,
             header,
+            program: Program {
+                exe: text(p.exe),
+                argv0: text(p.argv0),
+            },
             buf: vec![0; BUF].into_boxed_slice(),
             start: 0,
             end: 0,
             eof: false,
-            consumed: RECORD as u64,
+            consumed: (RECORD + block.len()) as u64,
         })
     }
 
     /// The file's header.
     pub fn header(&self) -> Header {
         self.header
+    }
+
+    /// The program that wrote the trace (empty for a version 1 trace).
+    pub fn program(&self) -> &Program {
+        &self.program
     }
 
     /// Bytes of the file decoded so far, the header included.
@@ -144,14 +186,24 @@ mod tests {
     use fitalloc::trace::{Op, VERSION};
 
     fn header() -> Vec<u8> {
-        Header {
+        let mut block = [0u8; trace::PROGRAM_MAX];
+        let units = trace::Program {
+            exe: b"/bin/prog",
+            argv0: b"prog",
+        }
+        .encode(&mut block);
+        let mut f = Header {
             version: VERSION,
             page_size: 4096,
             pid: 1,
             parent: 0,
+            fork_child: false,
+            program_units: units,
         }
         .encode()
-        .to_vec()
+        .to_vec();
+        f.extend_from_slice(&block[..units as usize * RECORD]);
+        f
     }
 
     fn record(op: Op, out: u64) -> Vec<u8> {
@@ -186,6 +238,18 @@ mod tests {
         }
         let mut recs = Records::new(Trickle(&f)).unwrap();
         assert_eq!(recs.header().pid, 1);
+        assert_eq!(recs.program().describe(), "/bin/prog");
+        let p = |exe: &str, argv0: &str| {
+            Program {
+                exe: exe.into(),
+                argv0: argv0.into(),
+            }
+            .describe()
+        };
+        assert_eq!(p("/bin/bash", "/bin/bash"), "/bin/bash");
+        assert_eq!(p("/bin/bash", "python3"), "python3 (/bin/bash)");
+        assert_eq!(p("", "python3"), "python3");
+        assert_eq!(p("", ""), "?");
         let all: Vec<Record> = recs.by_ref().map(Result::unwrap).collect();
         assert_eq!(all.len(), n + n.div_ceil(1000));
         assert_eq!(
@@ -220,13 +284,14 @@ mod tests {
         let mut recs = Records::new(&f[..]).unwrap();
         assert!(recs.nth(2).unwrap().is_err_and(|e| e
             .to_string()
-            .contains("unknown record kind (record at byte 128)")));
+            .contains("unknown record kind (record at byte 160)")));
         assert!(recs.next().is_none(), "nothing after a bad record");
 
         let err = |b: &[u8]| Records::new(b).err().unwrap().to_string();
         assert!(err(b"").starts_with("empty file"));
         assert!(err(&[0; 100]).contains("bad magic"));
         assert!(err(b"FITTRACE\x01").contains("inside its header"));
+        assert!(err(&header()[..40]).contains("inside its program block"));
     }
 
     #[test]

@@ -15,6 +15,10 @@
 //!   allocations and the heaps themselves, whatever the trace's length.
 //! - **Stopping**: the batch ends at the stop (a mark or an operation); the
 //!   rest of the trace is still read and checked, to count its operations.
+//! - **Watching**: [`replay_watched`] gives each policy's heap a [`Watch`]
+//!   that sees every operation right before and right after the heap runs
+//!   it (the timeline samples the counters there, the page records what
+//!   changed); [`replay`] watches nothing, at no cost.
 //!
 //! An operation on a pointer that the trace never returned (a fork child
 //! freeing a block of its parent, say) and a recorded operation that failed
@@ -36,7 +40,7 @@ use indicatif::ProgressBar;
 
 use crate::layout::Layout;
 use crate::pages::{self, Pages};
-use crate::records::Records;
+use crate::records::{Program, Records};
 
 /// Steps decoded before the heaps run them.
 pub const BATCH: usize = 1 << 15;
@@ -77,11 +81,42 @@ pub enum Stop {
     Op(u64),
 }
 
+impl Step {
+    /// Bytes the program asked for in this operation (a realloc's new
+    /// size; 0 for a free, a mark or a skipped operation).
+    pub fn requested(&self) -> u64 {
+        match *self {
+            Step::Malloc { size, .. }
+            | Step::Memalign { size, .. }
+            | Step::Named { size, .. }
+            | Step::Realloc { size, .. } => size,
+            Step::Calloc { count, size, .. } => count.saturating_mul(size),
+            Step::Free { .. } | Step::SkipUnknown | Step::SkipFailed | Step::Mark => 0,
+        }
+    }
+}
+
+/// Sees one policy's replay operation by operation. Every method has an
+/// empty default; `()` watches nothing.
+pub trait Watch {
+    /// Right before operation `op` (1-based; marks not counted) runs.
+    /// `slots` maps slots to payload addresses (0: none).
+    fn before(&mut self, _heap: &Heap<Pages>, _op: u64, _step: &Step, _slots: &[usize]) {}
+    /// Right after it ran (also when it was skipped or failed).
+    fn after(&mut self, _heap: &Heap<Pages>, _op: u64, _step: &Step, _slots: &[usize]) {}
+    /// A mark record, after `ops` operations.
+    fn mark(&mut self, _ops: u64) {}
+}
+
+impl Watch for () {}
+
 /// What the whole trace held (also past the stop).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Summary {
     /// The file header.
     pub header: Header,
+    /// The program that wrote it (empty for a version 1 trace).
+    pub program: Program,
     /// Operation records (everything but marks).
     pub ops: u64,
     /// Mark records.
@@ -145,8 +180,21 @@ pub fn replay_file(
     want_layout: bool,
     progress: Option<&ProgressBar>,
 ) -> Result<(Summary, Vec<Outcome>)> {
+    let (s, runs) = replay_file_watched(path, policies, stop, want_layout, progress, |_| ())?;
+    Ok((s, runs.into_iter().map(|(o, ())| o).collect()))
+}
+
+/// Replays the trace file at `path` with watchers; see [`replay_watched`].
+pub fn replay_file_watched<W: Watch>(
+    path: &Path,
+    policies: &[Policy],
+    stop: Stop,
+    want_layout: bool,
+    progress: Option<&ProgressBar>,
+    watch: impl FnMut(Policy) -> W,
+) -> Result<(Summary, Vec<(Outcome, W)>)> {
     let file = File::open(path).with_context(|| format!("cannot read trace {}", path.display()))?;
-    replay(file, policies, stop, want_layout, progress)
+    replay_watched(file, policies, stop, want_layout, progress, watch)
         .with_context(|| format!("{}", path.display()))
 }
 
@@ -162,10 +210,24 @@ pub fn replay(
     want_layout: bool,
     progress: Option<&ProgressBar>,
 ) -> Result<(Summary, Vec<Outcome>)> {
+    let (s, runs) = replay_watched(input, policies, stop, want_layout, progress, |_| ())?;
+    Ok((s, runs.into_iter().map(|(o, ())| o).collect()))
+}
+
+/// [`replay`], with the watcher `watch(policy)` beside each policy's heap;
+/// each outcome comes back with its watcher.
+pub fn replay_watched<W: Watch>(
+    input: impl Read,
+    policies: &[Policy],
+    stop: Stop,
+    want_layout: bool,
+    progress: Option<&ProgressBar>,
+    mut watch: impl FnMut(Policy) -> W,
+) -> Result<(Summary, Vec<(Outcome, W)>)> {
     let mut records = Records::new(input)?;
     let header = records.header();
     check_page_size(&header)?;
-    let mut runs: Vec<Run> = policies.iter().map(|&p| Run::new(p)).collect();
+    let mut runs: Vec<Run<W>> = policies.iter().map(|&p| Run::new(p, watch(p))).collect();
     let mut dec = Decoder::default();
     let mut steps = Vec::new();
     let mut count = Counts::default();
@@ -200,6 +262,7 @@ pub fn replay(
     }
     let summary = Summary {
         header,
+        program: records.program().clone(),
         ops: count.ops,
         marks: count.marks,
         cut_short: records.cut_short(),
@@ -326,17 +389,20 @@ impl Decoder {
     }
 }
 
-/// One policy's heap, its slot table (slot → block address, 0 if none) and
-/// what it measured. Dropping it frees every block still allocated.
-struct Run {
+/// One policy's heap, its slot table (slot → block address, 0 if none),
+/// what it measured and its watcher. Dropping it frees every block still
+/// allocated.
+struct Run<W: Watch> {
     heap: Heap<Pages>,
     slots: Vec<usize>,
     o: Outcome,
     peak: usize,
+    /// Taken by `finish`.
+    watch: Option<W>,
 }
 
-impl Run {
-    fn new(policy: Policy) -> Run {
+impl<W: Watch> Run<W> {
+    fn new(policy: Policy, watch: W) -> Run<W> {
         Run {
             heap: Heap::new(Pages::take(), &pages::REGISTRY, pages::heap_id(), policy),
             slots: Vec::new(),
@@ -353,6 +419,7 @@ impl Run {
                 layout: None,
             },
             peak: 0,
+            watch: Some(watch),
         }
     }
 
@@ -360,12 +427,21 @@ impl Run {
     fn play(&mut self, steps: &[Step], dec: &Decoder) -> Result<()> {
         self.slots.resize(dec.slots as usize, 0);
         let start = Instant::now();
+        let Some(mut watch) = self.watch.take() else {
+            bail!("replay after finish");
+        };
         for step in steps {
             if let Step::Mark = step {
+                watch.mark(self.o.ops);
                 continue;
             }
             self.o.ops += 1;
-            self.step(step, &dec.names)?;
+            watch.before(&self.heap, self.o.ops, step, &self.slots);
+            if let Err(e) = self.step(step, &dec.names) {
+                self.watch = Some(watch);
+                return Err(e);
+            }
+            watch.after(&self.heap, self.o.ops, step, &self.slots);
             let p = self.heap.counters().in_use;
             if p > self.peak {
                 self.peak = p;
@@ -373,12 +449,13 @@ impl Run {
             }
         }
         self.o.nanos += start.elapsed().as_nanos();
+        self.watch = Some(watch);
         Ok(())
     }
 
-    /// The outcome, with the layout if asked for; frees every block (not
-    /// timed), so a cleanup failure is reported.
-    fn finish(mut self, want_layout: bool) -> Result<Outcome> {
+    /// The outcome, with the layout if asked for, and the watcher; frees
+    /// every block (not timed), so a cleanup failure is reported.
+    fn finish(mut self, want_layout: bool) -> Result<(Outcome, W)> {
         // A broken invariant is fitalloc's bug, never the trace's: a panic
         // (debug builds, tests and fuzz targets only; O(heap)).
         if cfg!(debug_assertions) {
@@ -400,7 +477,8 @@ impl Run {
                     .map_err(|m| anyhow!("cleanup: {} at {p:#x}", m.what()))?;
             }
         }
-        Ok(self.o.clone())
+        let watch = self.watch.take().expect("finish once");
+        Ok((self.o.clone(), watch))
     }
 
     #[inline]
@@ -468,7 +546,7 @@ impl Run {
     }
 }
 
-impl Drop for Run {
+impl<W: Watch> Drop for Run<W> {
     fn drop(&mut self) {
         // After an error, or after `finish` (then there is nothing left).
         for &p in self.slots.iter().filter(|&&p| p != 0) {
@@ -488,6 +566,8 @@ mod tests {
             page_size: fitalloc::os::page_size() as u32,
             pid: 1,
             parent: 0,
+            fork_child: false,
+            program_units: 0,
         };
         let mut f = h.encode().to_vec();
         for &(op, out) in ops {

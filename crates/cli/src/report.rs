@@ -129,8 +129,16 @@ struct JsonPolicy<'a> {
 #[derive(Serialize)]
 struct JsonReport<'a> {
     trace: String,
+    /// The trace format's version.
+    version: u32,
     pid: u32,
+    /// The parent process (version 1 traces: only for a fork child, else 0).
     parent: u32,
+    fork_child: bool,
+    /// The executable's path ('' if not recorded: version 1).
+    exe: &'a str,
+    /// argv[0] ('' if not recorded).
+    argv0: &'a str,
     page_size: u32,
     operations_in_trace: u64,
     marks_in_trace: u64,
@@ -170,11 +178,24 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
+/// What ran, in words.
+pub fn program_text(t: &Summary) -> String {
+    if t.header.version < 2 {
+        "program not recorded (version 1 trace)".into()
+    } else {
+        format!("program {}", t.program.describe())
+    }
+}
+
 fn json(path: &Path, t: &Summary, stop: Stop, outcomes: &[Outcome]) -> Result<String> {
     let r = JsonReport {
         trace: path.display().to_string(),
+        version: t.header.version,
         pid: t.header.pid,
         parent: t.header.parent,
+        fork_child: t.header.fork_child,
+        exe: &t.program.exe,
+        argv0: &t.program.argv0,
         page_size: t.header.page_size,
         operations_in_trace: t.ops,
         marks_in_trace: t.marks,
@@ -211,10 +232,10 @@ fn json(path: &Path, t: &Summary, stop: Stop, outcomes: &[Outcome]) -> Result<St
 fn table(path: &Path, t: &Summary, stop: Stop, outcomes: &[Outcome]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let fork = if t.header.parent != 0 {
-        format!(", fork child of {}", t.header.parent)
-    } else {
-        String::new()
+    let fork = match (t.header.fork_child, t.header.parent) {
+        (true, p) => format!(", fork child of {p}"),
+        (false, 0) => String::new(),
+        (false, p) => format!(", parent {p}"),
     };
     let replayed = match (t.cut_short, stop) {
         (false, _) => format!("replayed to the {}", stop_text(stop)),
@@ -229,6 +250,9 @@ fn table(path: &Path, t: &Summary, stop: Stop, outcomes: &[Outcome]) -> String {
         t.ops,
         t.marks,
     );
+    if t.header.version >= 2 {
+        let _ = writeln!(s, "{}", program_text(t));
+    }
     let _ = writeln!(
         s,
         "{:<10} {:>11} {:>14} {:>14} {:>13} {:>14} {:>9}",
@@ -264,7 +288,7 @@ fn table(path: &Path, t: &Summary, stop: Stop, outcomes: &[Outcome]) -> String {
                 o.skipped_unknown, o.skipped_failed
             );
         }
-        if o.skipped_unknown > 0 && t.header.parent == 0 {
+        if o.skipped_unknown > 0 && !t.header.fork_child {
             let _ = writeln!(
                 s,
                 "note: this is not a fork child's trace, yet it uses pointers it never returned: \

@@ -64,6 +64,8 @@ fn trace(dir: &TempDir, file: &str, ops: &[(Op, u64)]) -> PathBuf {
         page_size: fitalloc::os::page_size() as u32,
         pid: 4242,
         parent: 0,
+        fork_child: false,
+        program_units: 0,
     };
     let mut f = h.encode().to_vec();
     for &(op, out) in ops {

@@ -1,14 +1,20 @@
 //! Writes an `ALLOCATOR_TRACE` file (format in [`crate::trace`]) without
 //! allocating: records go into a 64 KiB buffer inside the process state and
-//! out with `write(2)` when it fills, before `fork`, and at exit.
+//! out with `write(2)` when it fills, before `fork`, and at exit. The
+//! header's program block (the executable's path, `argv[0]`) is read from
+//! `/proc/self` straight into that buffer: no large stack buffer, as a fork
+//! child may start its trace on a thread with a small stack.
 
 use core::ffi::{c_char, CStr};
 
 use crate::os;
-use crate::trace::{Header, Record, RECORD, VERSION};
+use crate::trace::{Header, Program, Record, PROGRAM_MAX, PROGRAM_TEXT, RECORD, VERSION};
 
 const BUF: usize = 1 << 16;
 const PATH_MAX: usize = 4096;
+// The program block's texts are read into the buffer's end while the block
+// is encoded at its front.
+const _: () = assert!(RECORD + PROGRAM_MAX + 2 * (PROGRAM_TEXT + 1) <= BUF);
 
 /// The trace writer of one process.
 pub struct Tracer {
@@ -65,21 +71,35 @@ impl Tracer {
             return;
         };
         self.fd = fd;
-        self.len = 0;
-        let parent = if child {
-            // SAFETY: getppid has no preconditions.
-            unsafe { libc::getppid() as u32 }
-        } else {
-            0
-        };
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() } as u32;
+        let units = os::keep_errno(|| self.program_block());
         let header = Header {
             version: VERSION,
             page_size: os::page_size() as u32,
             pid: pid as u32,
             parent,
+            fork_child: child,
+            program_units: units,
         };
-        self.put(&header.encode());
+        self.buf[..RECORD].copy_from_slice(&header.encode());
+        self.len = RECORD + units as usize * RECORD;
         self.flush();
+    }
+
+    /// Writes the program block at `buf[RECORD..]` (the header goes before
+    /// it) and returns its length in 32-byte units. The texts are read into
+    /// the buffer's far end first, then encoded to their place.
+    fn program_block(&mut self) -> u16 {
+        let (head, texts) = self.buf.split_at_mut(BUF - 2 * (PROGRAM_TEXT + 1));
+        let (exe, argv0) = texts.split_at_mut(PROGRAM_TEXT + 1);
+        let exe_len = read_link(b"/proc/self/exe\0", exe);
+        let argv0_len = read_first(b"/proc/self/cmdline\0", argv0);
+        let program = Program {
+            exe: &exe[..exe_len],
+            argv0: &argv0[..argv0_len],
+        };
+        program.encode(&mut head[RECORD..RECORD + PROGRAM_MAX])
     }
 
     /// Appends a record.
@@ -115,6 +135,46 @@ impl Tracer {
         self.fd = -1;
         self.start(path, true);
     }
+}
+
+/// The target of the symbolic link `path` (NUL-terminated) in `out`, cut to
+/// `out.len() - 1` bytes; returns its length (0 if it cannot be read).
+fn read_link(path: &[u8], out: &mut [u8]) -> usize {
+    // SAFETY: `path` is NUL-terminated and `out` is writable for its length
+    // less one; readlink neither allocates nor writes a NUL.
+    let n = unsafe { libc::readlink(path.as_ptr().cast(), out.as_mut_ptr().cast(), out.len() - 1) };
+    n.max(0) as usize
+}
+
+/// The first NUL-terminated string of the file `path` (NUL-terminated), read
+/// into `out` and cut to `out.len() - 1` bytes; returns its length (0 if the
+/// file cannot be read).
+fn read_first(path: &[u8], out: &mut [u8]) -> usize {
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC;
+    // SAFETY: `path` is NUL-terminated; open does not allocate.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), flags) };
+    if fd < 0 {
+        return 0;
+    }
+    let want = out.len() - 1;
+    let mut len = 0;
+    while len < want {
+        // SAFETY: `out[len..want]` is writable.
+        let n = unsafe { libc::read(fd, out[len..].as_mut_ptr().cast(), want - len) };
+        if n < 0 && os::errno() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        len += n as usize;
+        if out[..len].contains(&0) {
+            break;
+        }
+    }
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    out[..len].iter().position(|&c| c == 0).unwrap_or(len)
 }
 
 /// Opens (O_EXCL) the first free name of `base`, `base.PID`, `base.PID.2`,
