@@ -14,6 +14,7 @@
 //! | [`dump`] | `print_memory` / `write_memory` text into layouts |
 //! | [`layout`] | a heap as (region index, offset) blocks |
 //! | [`svg`] | layouts drawn as SVG (and PNG) |
+//! | [`timeline`] | bytes in use, mapped and fragmentation over a replay, downsampled, as SVG |
 
 pub mod dump;
 pub mod layout;
@@ -21,3 +22,4 @@ pub mod pages;
 pub mod records;
 pub mod replay;
 pub mod svg;
+pub mod timeline;

@@ -180,6 +180,7 @@ Examples:
   fitalloc replay gcc.trace --policy all
   fitalloc replay t.bin --policy best_fit --json
   fitalloc replay t.bin --policy next_fit --at-mark 1 --layout
+  fitalloc replay t.bin --plot timeline.svg --png timeline.png
 
 --layout prints one line per region and per block, with addresses as region
 index and offset (regions in list order, from 0):
@@ -208,6 +209,35 @@ pub struct ReplayArgs {
     /// Never show a progress bar (it shows only on a terminal, for long traces).
     #[arg(long)]
     pub no_progress: bool,
+    /// Draw the timeline as SVG: for each policy, bytes in use (dashed) and
+    /// mapped (solid) after every operation, and fragmentation (mapped / in
+    /// use - 1) in a second panel; print_memory calls as vertical lines.
+    /// Each point is the smallest and largest value over a bucket of
+    /// consecutive operations, so peaks survive.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Also render the timeline as PNG.
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
+    /// What the timeline's x axis counts.
+    #[arg(long, value_enum, default_value = "operations")]
+    pub x_axis: XAxisArg,
+    /// Most points (buckets) per series of the timeline.
+    #[arg(long, value_name = "N", default_value_t = fitalloc_cli::timeline::POINTS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=100_000))]
+    pub points: usize,
+}
+
+/// The timeline's x axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum XAxisArg {
+    /// Operations (malloc, free, realloc, ... calls) replayed.
+    #[value(name = "operations")]
+    Operations,
+    /// Cumulative bytes the program requested (malloc and calloc sizes,
+    /// realloc's new sizes, ...).
+    #[value(name = "requested")]
+    Requested,
 }
 
 /// Draw the heap as SVG (and PNG): one band per region, one rectangle per

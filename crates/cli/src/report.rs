@@ -3,10 +3,12 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use fitalloc::trace::RecordError;
 use fitalloc_cli::layout::Layout;
-use fitalloc_cli::replay::{replay_file, Outcome, Stop, Summary};
+use fitalloc_cli::replay::{replay_file_watched, Outcome, Stop, Summary, Watch};
+use fitalloc_cli::svg;
+use fitalloc_cli::timeline::{self, PlotOptions, Sampler, Series, XAxis};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -41,6 +43,20 @@ pub fn replay_with_progress(
     layout: bool,
     no_progress: bool,
 ) -> Result<(Summary, Vec<Outcome>)> {
+    let (s, runs) =
+        replay_watched_with_progress(path, policies, stop, layout, no_progress, |_| ())?;
+    Ok((s, runs.into_iter().map(|(o, ())| o).collect()))
+}
+
+/// [`replay_with_progress`] with a watcher beside each policy's heap.
+pub fn replay_watched_with_progress<W: Watch>(
+    path: &Path,
+    policies: &[fitalloc::Policy],
+    stop: Stop,
+    layout: bool,
+    no_progress: bool,
+    watch: impl FnMut(fitalloc::Policy) -> W,
+) -> Result<(Summary, Vec<(Outcome, W)>)> {
     let len = std::fs::metadata(path)
         .ok()
         .filter(|m| m.is_file())
@@ -50,7 +66,7 @@ pub fn replay_with_progress(
         _ => format!("{} policies", policies.len()),
     };
     let pb = progress_bar(len, &label, no_progress);
-    let r = replay_file(path, policies, stop, layout, pb.as_ref());
+    let r = replay_file_watched(path, policies, stop, layout, pb.as_ref(), watch);
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
@@ -164,9 +180,27 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         (None, None) => Stop::End,
     };
     let policies = a.policy.policies();
-    let (summary, outcomes) =
-        replay_with_progress(&a.trace, &policies, stop, a.layout, a.no_progress)?;
+    let plotting = a.plot.is_some() || a.png.is_some();
+    let points = if plotting { a.points } else { 2 };
+    let (summary, runs) =
+        replay_watched_with_progress(&a.trace, &policies, stop, a.layout, a.no_progress, |_| {
+            Sampler::new(points)
+        })?;
     warn_if_cut_short(&a.trace, &summary);
+    let (outcomes, samplers): (Vec<Outcome>, Vec<Sampler>) = runs.into_iter().unzip();
+    if plotting {
+        let x = match a.x_axis {
+            crate::XAxisArg::Operations => XAxis::Operations,
+            crate::XAxisArg::Requested => XAxis::Requested,
+        };
+        let svg = plot(&a.trace, &summary, &outcomes, &samplers, x);
+        if let Some(p) = &a.plot {
+            std::fs::write(p, &svg).with_context(|| format!("cannot write {}", p.display()))?;
+        }
+        if let Some(p) = &a.png {
+            svg::to_png(&svg, p)?;
+        }
+    }
     let out = if a.json {
         json(&a.trace, &summary, stop, &outcomes)?
     } else {
@@ -178,6 +212,26 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
+/// The timeline's caption: the trace, the program, how it was sampled.
+pub fn plot_caption(path: &Path, t: &Summary, ops: u64, sampler: &Sampler) -> Vec<String> {
+    let n = sampler.buckets().len();
+    let sampled = match sampler.width() {
+        1 => format!("every operation drawn ({n} points)"),
+        w => format!(
+            "each of the {n} points spans {w} consecutive operations and keeps their smallest and largest value"
+        ),
+    };
+    vec![
+        format!("fitalloc timeline: {}", file_name(path)),
+        format!(
+            "{}, pid {}: {ops} operations replayed under each policy, each from an empty heap",
+            program_text(t),
+            t.header.pid
+        ),
+        sampled,
+    ]
+}
+
 /// What ran, in words.
 pub fn program_text(t: &Summary) -> String {
     if t.header.version < 2 {
@@ -185,6 +239,27 @@ pub fn program_text(t: &Summary) -> String {
     } else {
         format!("program {}", t.program.describe())
     }
+}
+
+/// The timeline of a replay, as SVG.
+fn plot(path: &Path, t: &Summary, outcomes: &[Outcome], samplers: &[Sampler], x: XAxis) -> String {
+    let ops = outcomes.first().map_or(0, |o| o.ops);
+    let caption = plot_caption(path, t, ops, &samplers[0]);
+    let series: Vec<Series> = outcomes
+        .iter()
+        .zip(samplers)
+        .map(|(o, s)| Series {
+            policy: o.policy,
+            sampler: s,
+        })
+        .collect();
+    timeline::render(&caption, &series, PlotOptions { width: 1100.0, x }).0
+}
+
+/// The last component of a path (or all of it).
+pub fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
 }
 
 fn json(path: &Path, t: &Summary, stop: Stop, outcomes: &[Outcome]) -> Result<String> {

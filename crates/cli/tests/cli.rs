@@ -157,6 +157,10 @@ fn help_is_complete() {
         "--at-mark",
         "--layout",
         "BLOCK <region index>",
+        "--plot",
+        "--png",
+        "--x-axis",
+        "--points",
     ] {
         assert!(replay.contains(w), "replay --help lacks {w}");
     }
@@ -237,6 +241,136 @@ fn replay_table_json_and_layout() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["policies"][0]["in_use"], 128);
     assert_eq!(v["policies"][0]["layout"][0]["blocks"][0]["size"], 128);
+}
+
+/// The y pixel of the topmost point of an SVG path ("M x y L x y ... Z").
+fn path_top(d: &str) -> f64 {
+    d.split(|c: char| c.is_ascii_alphabetic())
+        .filter_map(|xy| xy.split_whitespace().nth(1))
+        .map(|y| y.parse::<f64>().unwrap())
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[test]
+fn replay_plots_a_timeline_whose_peaks_survive() {
+    let dir = TempDir::new().unwrap();
+    // 100k malloc/free pairs of 64 bytes; pair 61728 allocates 50 MiB
+    // instead: one operation in 200k that no average would keep.
+    let mut ops = Vec::new();
+    for i in 0..100_000u64 {
+        let size = if i == 61_728 { 50 << 20 } else { 64 };
+        ops.push((Op::Malloc { size }, 0x10000));
+        ops.push((Op::Free { ptr: 0x10000 }, 0));
+        if i % 25_000 == 0 {
+            ops.push((
+                Op::Mark {
+                    number: i / 25_000 + 1,
+                },
+                0,
+            ));
+        }
+    }
+    let t = trace(&dir, "spike.trace", &ops);
+    let svg_path = dir.path().join("t.svg");
+    let png = dir.path().join("t.png");
+    fitalloc()
+        .arg("replay")
+        .arg(&t)
+        .arg("--plot")
+        .arg(&svg_path)
+        .arg("--png")
+        .arg(&png)
+        .args(["--points", "500"])
+        .assert()
+        .success();
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.len() < 1 << 20, "{} bytes", svg.len());
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed");
+    let panel = |name: &str| {
+        doc.descendants()
+            .find(|n| n.attribute("data-panel") == Some(name))
+            .unwrap()
+    };
+    let num = |n: roxmltree::Node, a: &str| n.attribute(a).unwrap().parse::<f64>().unwrap();
+    let bytes = panel("bytes");
+    let (top, bottom, ymax) = (
+        num(bytes, "data-top"),
+        num(bytes, "data-bottom"),
+        num(bytes, "data-ymax"),
+    );
+    let series: Vec<roxmltree::Node> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("series"))
+        .collect();
+    assert_eq!(
+        series.len(),
+        12,
+        "4 policies x (in use, mapped, fragmentation)"
+    );
+    for p in ["first_fit", "next_fit", "best_fit", "worst_fit"] {
+        for kind in ["in_use", "mapped", "fragmentation"] {
+            let s: Vec<_> = series
+                .iter()
+                .filter(|n| {
+                    n.attribute("data-policy") == Some(p) && n.attribute("data-kind") == Some(kind)
+                })
+                .collect();
+            assert_eq!(s.len(), 1, "{p} {kind}");
+            assert!(num(*s[0], "data-points") <= 500.0);
+        }
+        let in_use = series
+            .iter()
+            .find(|n| {
+                n.attribute("data-policy") == Some(p) && n.attribute("data-kind") == Some("in_use")
+            })
+            .unwrap();
+        // The 50 MiB block (its header included) is the series' maximum,
+        // and the band is drawn up to it.
+        assert_eq!(in_use.attribute("data-max"), Some("52428816"), "{p}");
+        let want = bottom - 52428816.0 / ymax * (bottom - top);
+        let got = path_top(in_use.attribute("d").unwrap());
+        assert!(
+            (got - want).abs() < 0.11,
+            "{p}: top at {got}, the peak at {want}"
+        );
+        let mapped = series
+            .iter()
+            .find(|n| {
+                n.attribute("data-policy") == Some(p) && n.attribute("data-kind") == Some("mapped")
+            })
+            .unwrap();
+        assert_eq!(
+            mapped.attribute("data-max"),
+            Some("52432896"),
+            "{p}: 12801 pages"
+        );
+    }
+    let marks = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("marks"))
+        .unwrap();
+    assert_eq!(marks.attribute("data-count"), Some("4"));
+
+    // Bytes requested on the x axis.
+    fitalloc()
+        .arg("replay")
+        .arg(&t)
+        .arg("--plot")
+        .arg(&svg_path)
+        .args(["--x-axis", "requested", "--policy", "best_fit"])
+        .assert()
+        .success();
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed");
+    let plot = doc
+        .descendants()
+        .find(|n| n.attribute("id") == Some("plot"))
+        .unwrap();
+    assert_eq!(plot.attribute("data-axis"), Some("requested"));
+    let requested = (99_999 * 64 + (50 << 20)) as f64;
+    assert_eq!(num(plot, "data-xmax"), requested);
+    assert_eq!(svg.matches(r#"class="series""#).count(), 3);
 }
 
 #[test]
