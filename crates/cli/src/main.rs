@@ -11,6 +11,7 @@ use fitalloc::Policy;
 mod map;
 mod report;
 mod run;
+mod view;
 
 const ABOUT: &str = "Run programs on fitalloc, replay their allocation traces under every \
 placement policy, and draw the heap.";
@@ -26,6 +27,7 @@ placement policy you choose: first_fit, next_fit, best_fit or worst_fit.
   fitalloc replay t.bin --policy all                 compare the four policies
   fitalloc map --trace t.bin --compare -o heap.svg   draw the heap at its peak
   fitalloc map --dump memory.txt -o heap.svg         draw a print_memory dump
+  fitalloc view t.bin -o heap.html                   a page to scrub through the run
 
 Exit status: run exits with the program's status (128+N if a signal N ended it); \
 the other commands exit 0 on success, 1 on bad input (one 'fitalloc: error: ...' \
@@ -43,6 +45,7 @@ enum Command {
     Run(RunArgs),
     Replay(ReplayArgs),
     Map(MapArgs),
+    View(ViewArgs),
 }
 
 /// A placement policy (ALLOCATOR_ALGORITHM).
@@ -308,12 +311,57 @@ pub struct MapArgs {
     pub max_rects: u64,
 }
 
+/// Write one self-contained HTML page (no network, no external files) that
+/// shows the four policies' heaps side by side after any operation of the
+/// trace, under the replay's timeline.
+///
+/// The page has a slider and play/pause to scrub through the run, a cursor
+/// on the timeline (click it to jump), and keys: left/right arrows step one
+/// operation (shift: 100), page up/down 1% of the run, space plays. Hovering
+/// a block shows its name, size, state and offset. The address's fragment
+/// #t=N opens the page at operation N (by default: at the moment bytes in
+/// use peaked under first fit). The heaps are drawn by the rules of `map`
+/// (`map --compare --at N` with the same --width and --max-rects draws the
+/// same rectangles).
+///
+/// The page holds, per policy, the changes each operation made to the heap,
+/// deflated; the browser indexes them when the page opens.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  fitalloc view py.trace -o heap.html
+  chromium heap.html#t=5000")]
+pub struct ViewArgs {
+    /// The trace file.
+    pub trace: PathBuf,
+    /// Write the page here.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Width of each heap's drawing area in pixels.
+    #[arg(long, value_name = "PX", default_value_t = 300,
+          value_parser = clap::value_parser!(u32).range(100..=20000))]
+    pub width: u32,
+    /// Most shapes in the four heaps together (as map --max-rects): beyond
+    /// it, runs of small blocks merge. Lower it if moving the slider is slow.
+    #[arg(long, value_name = "N", default_value_t = 20000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_rects: usize,
+    /// Most points per series of the timeline.
+    #[arg(long, value_name = "N", default_value_t = fitalloc_cli::timeline::POINTS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=100_000))]
+    pub points: usize,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Replay(a) => report::replay(a).map(|()| ExitCode::SUCCESS),
         Command::Map(a) => map::map(a).map(|()| ExitCode::SUCCESS),
+        Command::View(a) => view::view(a).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -110,6 +110,24 @@ pub trait Watch {
 
 impl Watch for () {}
 
+/// Two watchers side by side.
+impl<A: Watch, B: Watch> Watch for (A, B) {
+    fn before(&mut self, heap: &Heap<Pages>, op: u64, step: &Step, slots: &[usize]) {
+        self.0.before(heap, op, step, slots);
+        self.1.before(heap, op, step, slots);
+    }
+
+    fn after(&mut self, heap: &Heap<Pages>, op: u64, step: &Step, slots: &[usize]) {
+        self.0.after(heap, op, step, slots);
+        self.1.after(heap, op, step, slots);
+    }
+
+    fn mark(&mut self, ops: u64) {
+        self.0.mark(ops);
+        self.1.mark(ops);
+    }
+}
+
 /// What the whole trace held (also past the stop).
 #[derive(Clone, Debug)]
 pub struct Summary {

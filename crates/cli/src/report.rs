@@ -153,7 +153,7 @@ struct JsonReport<'a> {
     fork_child: bool,
     /// The executable's path ('' if not recorded: version 1).
     exe: &'a str,
-    /// argv[0] ('' if not recorded).
+    /// `argv[0]` ('' if not recorded).
     argv0: &'a str,
     page_size: u32,
     operations_in_trace: u64,

@@ -25,6 +25,12 @@
 //!   consecutive regions first merge into one band drawn as one rectangle.
 //!   The caption says how many blocks (and regions) were merged.
 //!
+//! `fitalloc view` draws the same pictures in the browser, with a port of
+//! [`render`]'s geometry (`page/view.js`: `regionsPerBand`, `place`,
+//! `merge`, `segments`, the x positions of `draw_region`) that takes these
+//! constants from here; test 46 checks that the page and `map --compare`
+//! draw the same number of rectangles and merged runs.
+//!
 //! So the SVG grows with `max_rects`, not with the heap: each shape is at
 //! most a few hundred bytes (its tooltip holds a name of at most 31 bytes).
 //!
@@ -45,10 +51,14 @@ pub const FLOW_MIN: f64 = 16.0;
 /// [`FLOW_MIN`] may add more), so that the picture's height is bounded too.
 pub const FLOW_ROWS: f64 = 150.0;
 
-const USED: (u8, u8, u8) = (0x34, 0x65, 0xa4);
-const FREE: (u8, u8, u8) = (0xf5, 0xc4, 0x5e);
-const MARGIN: f64 = 16.0;
-const LABEL: f64 = 96.0;
+/// Colour of a used block.
+pub const USED: (u8, u8, u8) = (0x34, 0x65, 0xa4);
+/// Colour of a free block.
+pub const FREE: (u8, u8, u8) = (0xf5, 0xc4, 0x5e);
+/// Margin around the picture (px).
+pub const MARGIN: f64 = 16.0;
+/// Room left of a panel's bands for their labels (px).
+pub const LABEL: f64 = 96.0;
 
 /// One heap to draw.
 pub struct Panel {

@@ -133,7 +133,7 @@ fn rects(svg: &str) -> usize {
 #[test]
 fn help_is_complete() {
     let top = stdout_of(fitalloc().arg("--help"));
-    for w in ["run", "replay", "map", "first_fit", "Exit status"] {
+    for w in ["run", "replay", "map", "view", "first_fit", "Exit status"] {
         assert!(top.contains(w), "--help lacks {w}");
     }
     let run = stdout_of(fitalloc().args(["run", "--help"]));
@@ -371,6 +371,96 @@ fn replay_plots_a_timeline_whose_peaks_survive() {
     let requested = (99_999 * 64 + (50 << 20)) as f64;
     assert_eq!(num(plot, "data-xmax"), requested);
     assert_eq!(svg.matches(r#"class="series""#).count(), 3);
+}
+
+/// Standard base64 (what the page holds) back to bytes.
+fn unbase64(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    } as u32;
+    let mut out = Vec::new();
+    for chunk in s.trim().as_bytes().chunks(4) {
+        let pad = chunk.iter().filter(|&&c| c == b'=').count();
+        let n = chunk
+            .iter()
+            .fold(0u32, |n, &c| n << 6 | if c == b'=' { 0 } else { val(c) });
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    out
+}
+
+#[test]
+fn view_writes_a_self_contained_page_whose_data_replays() {
+    use std::io::Read;
+    let dir = TempDir::new().unwrap();
+    let t = sample(&dir);
+    let html_path = dir.path().join("heap.html");
+    fitalloc()
+        .arg("view")
+        .arg(&t)
+        .arg("-o")
+        .arg(&html_path)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("fitalloc view: wrote"));
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    for bad in ["src=", "href=", "<link", "@import", "url(", "https:"] {
+        assert!(!html.contains(bad), "the page holds {bad}");
+    }
+    let data = html
+        .split(r#"<script type="application/json" id="fitalloc-data">"#)
+        .nth(1)
+        .and_then(|s| s.split("</script>").next())
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&data.replace("<\\/", "</")).unwrap();
+    assert_eq!(v["ops"], 64);
+    let pols = v["policies"].as_array().unwrap();
+    assert_eq!(pols.len(), 4);
+    // Each policy's events, inflated and played, end at the layout that
+    // replay --layout prints (names included).
+    for (i, p) in pols.iter().enumerate() {
+        let name = p["name"].as_str().unwrap();
+        let names: Vec<String> = p["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect();
+        assert!(names.contains(&"config <table>".to_string()), "{names:?}");
+        let b64 = html
+            .split(&format!(
+                r#"<script type="application/octet-stream" id="ev-{i}">"#
+            ))
+            .nth(1)
+            .and_then(|s| s.split("</script>").next())
+            .unwrap();
+        let mut events = Vec::new();
+        flate2::read::ZlibDecoder::new(&unbase64(b64)[..])
+            .read_to_end(&mut events)
+            .unwrap();
+        let mut player = fitalloc_cli::frames::Player::new();
+        let mut ops = 0;
+        while player.step(&events) {
+            ops += 1;
+        }
+        assert_eq!(ops, 64);
+        let want = stdout_of(
+            fitalloc()
+                .arg("replay")
+                .arg(&t)
+                .args(["--policy", name, "--layout"]),
+        );
+        assert_eq!(
+            player.layout(&names).to_text(),
+            layout_lines(&want).join("\n") + "\n",
+            "{name}"
+        );
+    }
 }
 
 #[test]
