@@ -17,6 +17,7 @@
 //! | [`frames`] | a replay recorded as the layout changes of each operation (for `view`) |
 //! | [`layout`] | a heap as (region index, offset) blocks |
 //! | [`svg`] | layouts drawn as SVG (and PNG) |
+//! | [`traces`] | the trace files of one run (`FILE`, `FILE.PID`, ...) and what each holds |
 //! | [`timeline`] | bytes in use, mapped and fragmentation over a replay, downsampled, as SVG |
 
 pub mod dump;
@@ -28,3 +29,4 @@ pub mod records;
 pub mod replay;
 pub mod svg;
 pub mod timeline;
+pub mod traces;

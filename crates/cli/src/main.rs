@@ -142,8 +142,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub check: bool,
     /// Record every allocation to FILE (ALLOCATOR_TRACE; an existing FILE is
-    /// replaced); a fork child writes FILE.PID. Replay it with `fitalloc
-    /// replay FILE`.
+    /// replaced); a fork child, or a program the traced one starts, writes
+    /// FILE.PID (then FILE.PID.2, ...). At the end, the traces written are
+    /// listed on stderr with their programs and operation counts, most
+    /// operations first. Replay one with `fitalloc replay FILE`.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
     /// Use this allocator.so instead of searching for it.
@@ -247,10 +249,11 @@ pub enum XAxisArg {
 /// block, coloured used/free, with a tooltip giving the block's name, size and
 /// state.
 ///
-/// The heap comes from a print_memory/write_memory dump (--dump) or from a
-/// trace replayed up to a moment (--trace; by default the moment of peak bytes
-/// in use). With --compare, the same moment is drawn under the four policies,
-/// side by side (the moment is chosen under --policy).
+/// The heap comes from a print_memory/write_memory dump or from a trace
+/// replayed up to a moment (by default the moment of peak bytes in use):
+/// `map FILE` tells which from the file's first bytes; --dump and --trace
+/// say it explicitly. With --compare, the same moment is drawn under the
+/// four policies, side by side (the moment is chosen under --policy).
 ///
 /// Up to 40 regions, each region is one band and bands share a common width
 /// (label: index and size). With more, bands flow in rows, each as wide as its
@@ -263,11 +266,17 @@ pub enum XAxisArg {
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
-  fitalloc map --trace t.bin --compare -o compare.svg --png compare.png
-  fitalloc map --trace t.bin --policy best_fit --at 5000 -o heap.svg
-  fitalloc map --dump memory.txt -o heap.svg")]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["dump", "trace"])))]
+  fitalloc map t.bin --compare -o compare.svg --png compare.png
+  fitalloc map t.bin --policy best_fit --at 5000 -o heap.svg
+  fitalloc map memory.txt -o heap.svg
+  fitalloc map --dump out.log --dump-index 2 -o heap.svg")]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["file", "dump", "trace"])))]
 pub struct MapArgs {
+    /// A trace or a print_memory dump: a file that starts like a trace
+    /// (FITTRACE) is replayed, anything else is read as a dump (--trace and
+    /// --dump say which explicitly).
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
     /// A file holding print_memory/write_memory output (other lines are
     /// ignored; blocks or regions that overlap, and blocks out of address
     /// order, are drawn but reported on stderr).
@@ -281,9 +290,9 @@ pub struct MapArgs {
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
     /// Policy of the replay (with --compare: the policy whose peak picks the
-    /// moment).
-    #[arg(long, value_enum, default_value = "first_fit", conflicts_with = "dump")]
-    pub policy: PolicyArg,
+    /// moment) [default: first_fit].
+    #[arg(long, value_enum, conflicts_with = "dump")]
+    pub policy: Option<PolicyArg>,
     /// Draw the heap after operation N [default: the moment of peak bytes in
     /// use].
     #[arg(long, value_name = "N", conflicts_with_all = ["at_mark", "dump"])]

@@ -11,7 +11,7 @@ use fitalloc_cli::layout::Layout;
 use fitalloc_cli::replay::{Outcome, Stop};
 use fitalloc_cli::svg::{self, human, Panel};
 
-use crate::report::{replay_with_progress, warn_if_cut_short};
+use crate::report::{note_if_empty, replay_with_progress, warn_if_cut_short};
 use crate::MapArgs;
 
 fn stats_line(l: &Layout) -> String {
@@ -50,8 +50,52 @@ fn panel_for(o: &Outcome) -> Panel {
     }
 }
 
+/// Whether the file at `path` starts like a trace (its magic), rather than
+/// being a print_memory dump.
+fn looks_like_trace(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let mut f = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+    Ok(n == head.len() && head == fitalloc::trace::MAGIC)
+}
+
 /// The command.
-pub fn map(a: MapArgs) -> Result<()> {
+pub fn map(mut a: MapArgs) -> Result<()> {
+    if let Some(file) = a.file.take() {
+        if looks_like_trace(&file)? {
+            if a.dump_index.is_some() {
+                bail!(
+                    "{} is a trace: --dump-index is for print_memory dumps",
+                    file.display()
+                );
+            }
+            a.trace = Some(file);
+        } else {
+            let trace_only = [
+                (a.compare, "--compare"),
+                (a.at.is_some(), "--at"),
+                (a.at_mark.is_some(), "--at-mark"),
+                (a.policy.is_some(), "--policy"),
+            ];
+            if let Some((_, flag)) = trace_only.iter().find(|(given, _)| *given) {
+                bail!(
+                    "{} is not a trace (it does not start with FITTRACE), so it is read as a \
+                     print_memory dump: {flag} needs a trace",
+                    file.display()
+                );
+            }
+            a.dump = Some(file);
+        }
+    }
     let (caption, panels) = if let Some(dump) = &a.dump {
         from_dump(dump, a.dump_index)?
     } else {
@@ -185,7 +229,7 @@ fn peak_op(path: &Path, policy: Policy) -> Result<u64> {
 }
 
 fn from_trace(path: &Path, a: &MapArgs) -> Result<(Vec<String>, Vec<Panel>)> {
-    let policy = Policy::from(a.policy);
+    let policy = Policy::from(a.policy.unwrap_or(crate::PolicyArg::FirstFit));
     let policies = if a.compare {
         Policy::ALL.to_vec()
     } else {
@@ -198,6 +242,9 @@ fn from_trace(path: &Path, a: &MapArgs) -> Result<(Vec<String>, Vec<Panel>)> {
     };
     let (summary, outcomes) = replay_with_progress(path, &policies, stop, true, false)?;
     warn_if_cut_short(path, &summary);
+    if note_if_empty(path, &summary) {
+        bail!("{}: no operations: nothing to draw", path.display());
+    }
     let when = match (a.at, a.at_mark) {
         (None, Some(n)) => format!("at mark {n} (print_memory call {n})"),
         (Some(n), _) => format!("after operation {n} of {}", summary.ops),

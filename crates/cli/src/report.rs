@@ -9,6 +9,7 @@ use fitalloc_cli::layout::Layout;
 use fitalloc_cli::replay::{replay_file_watched, Outcome, Stop, Summary, Watch};
 use fitalloc_cli::svg;
 use fitalloc_cli::timeline::{self, PlotOptions, Sampler, Series, XAxis};
+use fitalloc_cli::traces;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -82,6 +83,49 @@ pub fn warn_if_cut_short(path: &Path, s: &Summary) {
             s.ops
         );
     }
+}
+
+/// If the trace at `path` holds no operation, says so on stderr and names
+/// the traces of the same run that hold some (a wrapper's trace beside the
+/// program's, typically); returns whether it was empty.
+pub fn note_if_empty(path: &Path, s: &Summary) -> bool {
+    if s.ops > 0 {
+        return false;
+    }
+    let who = if s.header.version >= 2 {
+        format!("{}, pid {}", s.program.describe(), s.header.pid)
+    } else {
+        format!("pid {}", s.header.pid)
+    };
+    eprintln!(
+        "fitalloc: note: {} holds no operations: its process ({who}) allocated nothing \
+         it recorded (a wrapper that exec'd another program, or a process that ended with _exit)",
+        path.display()
+    );
+    let regular = std::fs::metadata(path).is_ok_and(|m| m.is_file());
+    let others = if regular {
+        traces::with_operations(path)
+    } else {
+        Vec::new()
+    };
+    if others.is_empty() {
+        eprintln!("fitalloc: note: no other trace of the same run (FILE.PID, FILE.PID.N beside it) holds operations");
+        return true;
+    }
+    eprintln!("fitalloc: note: traces of the same run that hold operations, most first:");
+    for (p, i) in others.iter().take(10) {
+        eprintln!(
+            "  {}  {} operations  {}, pid {}",
+            p.display(),
+            i.ops,
+            i.program.describe(),
+            i.header.pid
+        );
+    }
+    if others.len() > 10 {
+        eprintln!("  ... and {} more", others.len() - 10);
+    }
+    true
 }
 
 /// What a trace that ends inside a record is said to do.
@@ -187,6 +231,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
             Sampler::new(points)
         })?;
     warn_if_cut_short(&a.trace, &summary);
+    note_if_empty(&a.trace, &summary);
     let (outcomes, samplers): (Vec<Outcome>, Vec<Sampler>) = runs.into_iter().unzip();
     if plotting {
         let x = match a.x_axis {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use fitalloc::Policy;
 use fitalloc_cli::frames::Recorder;
 use fitalloc_cli::page::{self, Page, PolicyPage};
@@ -11,7 +11,8 @@ use fitalloc_cli::svg::human;
 use fitalloc_cli::timeline::{self, PlotOptions, Sampler, Series, XAxis};
 
 use crate::report::{
-    file_name, plot_caption, program_text, replay_watched_with_progress, warn_if_cut_short,
+    file_name, note_if_empty, plot_caption, program_text, replay_watched_with_progress,
+    warn_if_cut_short,
 };
 use crate::ViewArgs;
 
@@ -23,6 +24,9 @@ pub fn view(a: ViewArgs) -> Result<()> {
             (Recorder::new(), Sampler::new(a.points))
         })?;
     warn_if_cut_short(&a.trace, &summary);
+    if note_if_empty(&a.trace, &summary) {
+        bail!("{}: no operations: nothing to show", a.trace.display());
+    }
     let ops = summary.ops;
     let series: Vec<Series> = runs
         .iter()

@@ -78,6 +78,42 @@ fn trace(dir: &TempDir, file: &str, ops: &[(Op, u64)]) -> PathBuf {
     p
 }
 
+/// A version 2 trace file written by `exe` run as `argv0` (pid `pid`), with
+/// these records.
+fn trace_of(
+    dir: &TempDir,
+    file: &str,
+    exe: &str,
+    argv0: &str,
+    pid: u32,
+    ops: &[(Op, u64)],
+) -> PathBuf {
+    let mut block = [0u8; fitalloc::trace::PROGRAM_MAX];
+    let units = fitalloc::trace::Program {
+        exe: exe.as_bytes(),
+        argv0: argv0.as_bytes(),
+    }
+    .encode(&mut block);
+    let h = Header {
+        version: VERSION,
+        page_size: fitalloc::os::page_size() as u32,
+        pid,
+        parent: 1,
+        fork_child: false,
+        program_units: units,
+    };
+    let mut f = h.encode().to_vec();
+    f.extend_from_slice(&block[..units as usize * RECORD]);
+    for &(op, out) in ops {
+        let mut buf = [0u8; 2 * RECORD];
+        let n = Record { op, thread: 7, out }.encode(&mut buf);
+        f.extend_from_slice(&buf[..n]);
+    }
+    let p = dir.path().join(file);
+    std::fs::write(&p, f).unwrap();
+    p
+}
+
 /// 40 mallocs of 100 bytes, every other one freed, a named block, a mark,
 /// then a realloc and frees (of a pointer the trace never returned too).
 fn sample(dir: &TempDir) -> PathBuf {
@@ -461,6 +497,116 @@ fn view_writes_a_self_contained_page_whose_data_replays() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn an_empty_trace_names_the_traces_beside_it_that_hold_operations() {
+    let dir = TempDir::new().unwrap();
+    let some = |n: u64| -> Vec<(Op, u64)> {
+        (0..n)
+            .map(|i| (Op::Malloc { size: 64 }, 0x1000 + 0x100 * i))
+            .collect()
+    };
+    let empty = trace_of(&dir, "t.trace", "/usr/bin/env", "env", 10, &[]);
+    trace_of(
+        &dir,
+        "t.trace.10",
+        "/usr/bin/python3.11",
+        "python3",
+        10,
+        &some(30),
+    );
+    trace_of(&dir, "t.trace.11", "/usr/bin/bash", "sh", 11, &some(5));
+    trace_of(&dir, "t.trace.11.2", "/usr/bin/true", "true", 11, &[]);
+    std::fs::write(dir.path().join("t.trace.json"), "{}").unwrap();
+    trace_of(&dir, "u.trace.12", "/usr/bin/other", "other", 12, &some(50));
+    let stderr = |cmd: &mut Command| String::from_utf8(cmd.output().unwrap().stderr).unwrap();
+    let err = stderr(fitalloc().arg("replay").arg(&empty));
+    assert!(err.contains("t.trace holds no operations"), "{err}");
+    assert!(err.contains("/usr/bin/env, pid 10"), "{err}");
+    let listed: Vec<&str> = err.lines().filter(|l| l.starts_with("  ")).collect();
+    assert_eq!(listed.len(), 2, "{err}");
+    assert!(
+        listed[0].contains("t.trace.10  30 operations  python3 (/usr/bin/python3.11), pid 10"),
+        "{err}"
+    );
+    assert!(
+        listed[1].contains("t.trace.11  5 operations  sh (/usr/bin/bash)"),
+        "{err}"
+    );
+    fitalloc().arg("replay").arg(&empty).assert().success();
+    // map and view have nothing to draw: an error after the same note.
+    for args in [
+        vec!["map"],
+        vec!["map", "--trace"],
+        vec!["view", "-o", "/dev/null"],
+    ] {
+        fitalloc()
+            .args(&args)
+            .arg(&empty)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("t.trace.10  30 operations"))
+            .stderr(predicate::str::contains("no operations: nothing to"));
+    }
+    // From a sibling that is empty too; and a trace with operations says nothing.
+    let err = stderr(
+        fitalloc()
+            .arg("replay")
+            .arg(dir.path().join("t.trace.11.2")),
+    );
+    assert!(err.contains("t.trace.10  30 operations"), "{err}");
+    let err = stderr(fitalloc().arg("replay").arg(dir.path().join("t.trace.11")));
+    assert!(!err.contains("note"), "{err}");
+    // No sibling with operations.
+    let lone = trace_of(&dir, "lone.trace", "/bin/true", "true", 13, &[]);
+    let err = stderr(fitalloc().arg("replay").arg(&lone));
+    assert!(err.contains("no other trace of the same run"), "{err}");
+}
+
+#[test]
+fn map_tells_a_trace_from_a_dump() {
+    let dir = TempDir::new().unwrap();
+    let t = sample(&dir);
+    let dump = dir.path().join("memory.txt");
+    std::fs::write(
+        &dump,
+        "-- Current Memory State --\n[REGION 0x1000-0x2000] 4096\n  [BLOCK 0x1000-0x1050] 80 [USED] 'a'\n  [BLOCK 0x1050-0x2000] 4016 [FREE] ''\n",
+    )
+    .unwrap();
+    let svg_of = |args: &[&str], file: &Path| {
+        stdout_of(fitalloc().arg("map").args(args).arg(file).args(["-o", "-"]))
+    };
+    assert_eq!(svg_of(&[], &t), svg_of(&["--trace"], &t));
+    assert_eq!(
+        svg_of(&["--compare"], &t),
+        svg_of(&["--compare", "--trace"], &t)
+    );
+    assert_eq!(svg_of(&[], &dump), svg_of(&["--dump"], &dump));
+    assert!(svg_of(&[], &dump).contains("print_memory dump 1 of 1"));
+    fitalloc()
+        .arg("map")
+        .arg(&dump)
+        .arg("--compare")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "read as a print_memory dump: --compare needs a trace",
+        ));
+    fitalloc()
+        .arg("map")
+        .arg(&t)
+        .args(["--dump-index", "1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is a trace: --dump-index"));
+    fitalloc()
+        .arg("map")
+        .arg(&t)
+        .arg("--dump")
+        .arg(&dump)
+        .assert()
+        .code(2);
 }
 
 #[test]
@@ -930,6 +1076,48 @@ fn map_errors() {
         .arg(&t)
         .assert()
         .code(2);
+}
+
+#[test]
+fn run_lists_the_traces_it_wrote() {
+    let so = so();
+    let dir = TempDir::new().unwrap();
+    let t = dir.path().join("w.trace");
+    // A stale trace of an earlier run is not listed.
+    std::fs::write(dir.path().join("w.trace.1"), b"old").unwrap();
+    // env execs sh (same process: w.trace holds env's nothing, w.trace.PID
+    // what sh records), which runs ls (w.trace.PID2).
+    let out = fitalloc()
+        .env("FITALLOC_SO", &so)
+        .arg("run")
+        .arg("--trace")
+        .arg(&t)
+        .args(["--", "env", "A=1", "sh", "-c", "ls / >/dev/null; exit 0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("  ")).collect();
+    assert!(
+        err.contains("traces written, most operations first"),
+        "{err}"
+    );
+    assert!(lines.len() >= 3, "{err}");
+    assert!(!err.contains("w.trace.1 "), "{err}");
+    let ops: Vec<u64> = lines
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(ops.windows(2).all(|w| w[0] >= w[1]), "{err}");
+    assert!(ops[0] > 0, "{err}");
+    // ls allocates the most; env, which only execs, nothing.
+    assert!(lines[0].contains(" operations  /usr/bin/ls, pid"), "{err}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("/w.trace ") && l.contains(" 0 operations  /usr/bin/env, pid")),
+        "{err}"
+    );
 }
 
 #[test]
