@@ -220,6 +220,12 @@ impl CachedPages {
     }
 }
 
+impl Drop for CachedPages {
+    fn drop(&mut self) {
+        self.trim_all();
+    }
+}
+
 impl PageSource for CachedPages {
     fn page_size(&self) -> usize {
         if self.page == 0 {

@@ -1026,6 +1026,23 @@ impl<S: PageSource> Heap<S> {
     }
 }
 
+impl<S: PageSource> Drop for Heap<S> {
+    /// Gives every region back to the page source (a process's heaps are
+    /// statics and never dropped; this is for heaps of tests and tools).
+    fn drop(&mut self) {
+        let mut id = self.head;
+        while id != 0 {
+            let d = self.reg.desc(id);
+            let (start, size, next) = (d.start(), d.size(), d.next());
+            self.reg.remove_region(id);
+            // SAFETY: the region was mapped from this source by
+            // `map_region`; the heap, its only user, is going away.
+            unsafe { self.source.unmap(start, size) };
+            id = next;
+        }
+    }
+}
+
 /// What a free merges, as it was before the merge: enough to tell which
 /// bytes of the merged block do not hold the poison pattern yet.
 struct Parts {
