@@ -29,7 +29,7 @@ pub const BUDGET: usize = 8 << 20;
 pub const CHUNK: usize = 1 << 20;
 const SLOTS: usize = 128;
 /// Fresh spans this large are aligned for transparent huge pages.
-const HUGE_FROM: usize = 4 << 20;
+pub const HUGE_FROM: usize = 4 << 20;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Span {
@@ -220,6 +220,12 @@ impl CachedPages {
     }
 }
 
+impl Drop for CachedPages {
+    fn drop(&mut self) {
+        self.trim_all();
+    }
+}
+
 impl PageSource for CachedPages {
     fn page_size(&self) -> usize {
         if self.page == 0 {
@@ -255,6 +261,14 @@ impl PageSource for CachedPages {
             self.outstanding += len;
         }
         got
+    }
+
+    fn huge_from(&self) -> usize {
+        HUGE_FROM
+    }
+
+    fn prefer_small_pages(&mut self, addr: usize, len: usize) {
+        os::no_huge_pages(addr, len);
     }
 
     unsafe fn unmap(&mut self, addr: usize, len: usize) {

@@ -73,16 +73,24 @@ pub struct Cells {
     len: usize,
     /// The largest free block starting in each cell, and above.
     tree: MaxTree,
-    /// Free-start bitmap: `WORDS` words per cell.
+    /// The table: per cell, `WORDS` words of free-start bitmap, then the
+    /// address of the cell's first byte.
     bits: *mut u64,
-    /// Address of each cell's first byte.
-    addr: *mut usize,
 }
 
-/// Bytes of the table for `cap` cells: bits (WORDS cap u64), then addr
-/// (cap usize).
+/// 64-bit words per cell in the table: its bitmap, then its address.
+const STRIDE: usize = WORDS + 1;
+
+/// Bytes of the table for `cap` cells (a cell's bitmap and address share a
+/// cache line).
 const fn table_bytes(cap: usize) -> usize {
-    (8 * WORDS + 8) * cap
+    8 * STRIDE * cap
+}
+
+/// The address of the cell holding `addr` (of region `d`).
+#[inline]
+fn cell_addr(d: &RegionDesc, addr: usize) -> usize {
+    d.start() + ((addr - d.start()) & !(CELL - 1))
 }
 
 /// Where a block starts in the cell space: (cell, granule).
@@ -106,7 +114,6 @@ impl Cells {
             len: 0,
             tree: MaxTree::empty(),
             bits: core::ptr::null_mut(),
-            addr: core::ptr::null_mut(),
         }
     }
 
@@ -127,15 +134,15 @@ impl Cells {
     #[inline]
     fn word(&self, c: usize, w: usize) -> u64 {
         debug_assert!(c < self.cap && w < WORDS);
-        // SAFETY: `bits` has WORDS * cap entries.
-        unsafe { *self.bits.add(c * WORDS + w) }
+        // SAFETY: the table has STRIDE * cap words.
+        unsafe { *self.bits.add(c * STRIDE + w) }
     }
 
     #[inline]
     fn set_word(&mut self, c: usize, w: usize, v: u64) {
         debug_assert!(c < self.cap && w < WORDS);
         // SAFETY: as in `word`.
-        unsafe { *self.bits.add(c * WORDS + w) = v }
+        unsafe { *self.bits.add(c * STRIDE + w) = v }
     }
 
     /// Sets (`on`) or clears the bit of granule `g` of cell `c`.
@@ -145,6 +152,15 @@ impl Cells {
         let v = self.word(c, w);
         debug_assert!((v & bit != 0) != on, "free-start bit already in that state");
         self.set_word(c, w, if on { v | bit } else { v & !bit });
+    }
+
+    /// Empties cell `c` (its address stays: it means nothing in an empty
+    /// cell).
+    fn clear_cell(&mut self, c: usize) {
+        for w in 0..WORDS {
+            self.set_word(c, w, 0);
+        }
+        self.tree.put_leaf(c, 0);
     }
 
     /// Whether cell `c` has no free start.
@@ -174,18 +190,21 @@ impl Cells {
         }
     }
 
+    /// Address of cell `c`'s first byte; only meaningful while the cell
+    /// has a free start (it is written when a bit is set, so that cells
+    /// without free blocks are never touched: see `add_region`).
     #[inline]
     fn addr_at(&self, c: usize) -> usize {
         debug_assert!(c < self.cap);
-        // SAFETY: `addr` has cap entries.
-        unsafe { *self.addr.add(c) }
+        // SAFETY: the table has STRIDE * cap words.
+        unsafe { *self.bits.add(c * STRIDE + WORDS) as usize }
     }
 
     #[inline]
     fn set_addr_at(&mut self, c: usize, a: usize) {
         debug_assert!(c < self.cap);
         // SAFETY: as in `addr_at`.
-        unsafe { *self.addr.add(c) = a }
+        unsafe { *self.bits.add(c * STRIDE + WORDS) = a as u64 }
     }
 
     /// The largest free block of all (units; 0 if none).
@@ -284,6 +303,7 @@ impl Cells {
     pub fn insert(&mut self, d: &RegionDesc, addr: usize, units: u32) {
         let (c, g) = cell_of(d, addr);
         self.mark(c, g, true);
+        self.set_addr_at(c, cell_addr(d, addr));
         self.len += 1;
         self.tree.raise(c, units);
     }
@@ -331,6 +351,7 @@ impl Cells {
         let (c1, g1) = cell_of(d, new);
         self.mark(c0, g0, false);
         self.mark(c1, g1, true);
+        self.set_addr_at(c1, cell_addr(d, new));
         if c0 == c1 {
             self.resized(c0, old_units, new_units);
         } else {
@@ -366,11 +387,11 @@ impl Cells {
                 self.relocate(reg, cap, regions)?;
             }
         }
-        let base = self.next;
-        d.set_base(base as u32);
-        for i in 0..n {
-            self.set_addr_at(base + i, d.start() + (i << CELL_SHIFT));
-        }
+        // Nothing of the new cells is written: they are empty (zero) until
+        // a free block starts in one, so a region's cells cost memory only
+        // where it has free blocks (a heap of huge regions holding a few
+        // blocks each stays small).
+        d.set_base(self.next as u32);
         self.next += n;
         self.live += n;
         Some(())
@@ -420,7 +441,8 @@ impl Cells {
         for id in regions {
             let d = reg.desc(id);
             let (old, n) = (d.base() as usize, d.size() >> CELL_SHIFT);
-            for i in 0..n {
+            // Empty cells stay untouched (zero) in the fresh table.
+            for i in (0..n).filter(|&i| !self.empty(old + i)) {
                 let t = fresh.next + i;
                 for w in 0..WORDS {
                     fresh.set_word(t, w, self.word(old + i, w));
@@ -448,22 +470,27 @@ impl Cells {
             let (from, n) = (d.base() as usize, d.size() >> CELL_SHIFT);
             debug_assert!(from >= to);
             if from != to {
+                // Pairs of empty cells are skipped: pages of the table that
+                // never held a free start stay untouched.
                 for i in 0..n {
-                    for w in 0..WORDS {
-                        self.set_word(to + i, w, self.word(from + i, w));
+                    if !self.empty(from + i) {
+                        for w in 0..WORDS {
+                            self.set_word(to + i, w, self.word(from + i, w));
+                        }
+                        self.set_addr_at(to + i, self.addr_at(from + i));
+                        self.tree.put_leaf(to + i, self.tree.get(from + i));
+                    } else if !self.empty(to + i) {
+                        self.clear_cell(to + i);
                     }
-                    self.set_addr_at(to + i, self.addr_at(from + i));
-                    self.tree.put_leaf(to + i, self.tree.get(from + i));
                 }
                 d.set_base(to as u32);
             }
             to += n;
         }
         for c in to..self.next {
-            for w in 0..WORDS {
-                self.set_word(c, w, 0);
+            if !self.empty(c) {
+                self.clear_cell(c);
             }
-            self.tree.put_leaf(c, 0);
         }
         self.next = to;
         self.live = to;
@@ -479,7 +506,6 @@ impl Cells {
             cap,
             tree,
             bits: base as *mut u64,
-            addr: (base + 8 * WORDS * cap) as *mut usize,
             ..Cells::new(secret)
         })
     }
@@ -537,7 +563,7 @@ impl Cells {
             }
             for i in 0..n {
                 let c = base + i;
-                if self.addr_at(c) != d.start() + (i << CELL_SHIFT) {
+                if !self.empty(c) && self.addr_at(c) != d.start() + (i << CELL_SHIFT) {
                     return Err("cell address is wrong");
                 }
                 let (mut m, mut err) = (0, None);

@@ -67,6 +67,14 @@ impl PageSource for SharedPages {
         // is passed on unchanged.
         unsafe { PAGES.lock_if_threaded().unmap(addr, len) }
     }
+
+    fn huge_from(&self) -> usize {
+        crate::cache::HUGE_FROM
+    }
+
+    fn prefer_small_pages(&mut self, addr: usize, len: usize) {
+        os::no_huge_pages(addr, len);
+    }
 }
 
 /// The heap type of a process.

@@ -489,6 +489,7 @@ impl<S: PageSource> Heap<S> {
             return None;
         };
         let d = self.reg.desc(id);
+        d.set_huge(size >= self.source.huge_from());
         let mut regions = region_ids(self.reg, self.head);
         if self.index.add_region(self.reg, d, &mut regions).is_none() {
             self.reg.remove_region(id);
@@ -525,6 +526,13 @@ impl<S: PageSource> Heap<S> {
     fn take(&mut self, c: Chosen, gap: usize, need: usize, flags: u32) -> Block {
         let (secret, s, at) = (self.secret, c.size, c.block);
         let (region, at_prev) = (at.region(), at.prev_size());
+        let d = self.reg.desc(region);
+        if c.indexed && d.huge() {
+            // A second block in a region that may have huge pages: the rest
+            // of it is better served by small ones (see `PageSource`).
+            d.set_huge(false);
+            self.source.prefer_small_pages(d.start(), d.size());
+        }
         verify_poison(at);
         // The free pieces stay poisoned (their bytes are the verified
         // pattern), unless a name area of `c` lies in the tail.
@@ -533,7 +541,6 @@ impl<S: PageSource> Heap<S> {
         } else {
             0
         };
-        let d = self.reg.desc(region);
         let rest = s - gap - need;
         let (used, tail) = if rest >= MIN_BLOCK {
             (need, rest)
@@ -1023,6 +1030,23 @@ impl<S: PageSource> Heap<S> {
             return Err(("region is one free block but still mapped", d.start()));
         }
         Ok((free, used))
+    }
+}
+
+impl<S: PageSource> Drop for Heap<S> {
+    /// Gives every region back to the page source (a process's heaps are
+    /// statics and never dropped; this is for heaps of tests and tools).
+    fn drop(&mut self) {
+        let mut id = self.head;
+        while id != 0 {
+            let d = self.reg.desc(id);
+            let (start, size, next) = (d.start(), d.size(), d.next());
+            self.reg.remove_region(id);
+            // SAFETY: the region was mapped from this source by
+            // `map_region`; the heap, its only user, is going away.
+            unsafe { self.source.unmap(start, size) };
+            id = next;
+        }
     }
 }
 

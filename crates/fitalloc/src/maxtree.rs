@@ -279,8 +279,12 @@ impl MaxTree {
         for level in 1..self.levels {
             let groups = self.level_groups(level - 1);
             for g in 0..groups {
+                // Written only where it changes: a sparse tree stays
+                // untouched where it is zero (see `Cells::add_region`).
                 let m = group_max(self.group(level - 1, g));
-                self.set_entry(level, g, m);
+                if self.entry(level, g) != m {
+                    self.set_entry(level, g, m);
+                }
             }
         }
         self.top = if self.levels == 0 {

@@ -43,6 +43,8 @@ pub struct Options {
     len: usize,
     /// Per key: (index in environ, entry pointer), pointer 0 if absent.
     found: [(usize, usize); KEYS.len()],
+    /// Whether any key was found (most programs: none, one branch).
+    any_found: bool,
 }
 
 // SAFETY: `trace` points into the environment, which lives for the process;
@@ -69,6 +71,7 @@ impl Options {
             env: 0,
             len: 0,
             found: [(0, 0); KEYS.len()],
+            any_found: false,
         }
     }
 
@@ -87,10 +90,11 @@ impl Options {
         if unsafe { !(*env.add(self.len)).is_null() } {
             return true;
         }
-        self.found.iter().any(|&(i, p)| {
-            // SAFETY: `i < len`, within the array checked above.
-            p != 0 && unsafe { *env.add(i) as usize != p }
-        })
+        self.any_found
+            && self.found.iter().any(|&(i, p)| {
+                // SAFETY: `i < len`, within the array checked above.
+                p != 0 && unsafe { *env.add(i) as usize != p }
+            })
     }
 
     /// Reads every option from the environment.
@@ -123,6 +127,7 @@ impl Options {
             // The first occurrence wins, as with getenv.
             if let Some(k) = key.filter(|&k| self.found[k].1 == 0) {
                 self.found[k] = (i, entry as usize);
+                self.any_found = true;
                 // SAFETY: the value starts right after the key, inside the string.
                 let raw = unsafe { entry.add(KEYS[k].len()) };
                 self.set(k, &bytes[KEYS[k].len()..], raw);

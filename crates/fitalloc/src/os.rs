@@ -20,6 +20,19 @@ pub trait PageSource {
     /// `addr` and `len` must be exactly a span returned by `map` on this
     /// source, and nothing may use that memory afterwards.
     unsafe fn unmap(&mut self, addr: usize, len: usize);
+
+    /// Spans of at least this many bytes may be backed by transparent huge
+    /// pages (`usize::MAX`: never).
+    fn huge_from(&self) -> usize {
+        usize::MAX
+    }
+
+    /// The span `[addr, addr + len)` (from `map`) now holds many small
+    /// blocks: pages not yet touched should be small ones, or touching a
+    /// few headers would make megabytes resident.
+    fn prefer_small_pages(&mut self, addr: usize, len: usize) {
+        let _ = (addr, len);
+    }
 }
 
 /// Regions straight from `mmap`, returned with `munmap`.
@@ -85,6 +98,12 @@ pub fn map_anon(len: usize) -> Option<usize> {
 
 /// Transparent huge page size, where the kernel offers them.
 const HUGE: usize = 2 << 20;
+
+/// Asks for small pages in a span `map_huge` gave huge ones.
+pub fn no_huge_pages(addr: usize, len: usize) {
+    // SAFETY: madvise only changes the paging advice of our own mapping.
+    keep_errno(|| unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_NOHUGEPAGE) });
+}
 
 /// Maps `len` bytes (a large region's worth) aligned to a huge page and
 /// asks for transparent huge pages: one page fault per 2 MiB instead of per

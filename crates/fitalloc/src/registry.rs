@@ -71,9 +71,19 @@ pub struct RegionDesc {
     next: AtomicU32,
     owner: AtomicU32,
     base: AtomicU32,
+    /// The region may be backed by huge pages (see `Heap::take`).
+    huge: AtomicU32,
 }
 
 impl RegionDesc {
+    /// Whether the region may be backed by transparent huge pages.
+    pub fn huge(&self) -> bool {
+        self.huge.load(Relaxed) != 0
+    }
+    /// Sets whether the region may be backed by transparent huge pages.
+    pub fn set_huge(&self, on: bool) {
+        self.huge.store(on as u32, Relaxed)
+    }
     /// First byte of the region.
     pub fn start(&self) -> usize {
         self.start.load(Relaxed)

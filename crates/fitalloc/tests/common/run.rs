@@ -204,7 +204,12 @@ pub struct Run {
 
 impl Run {
     pub fn new(policy: Policy) -> Run {
-        let registry: &'static Registry = Box::leak(Box::new(Registry::new()));
+        Run::with_registry(policy, Box::leak(Box::new(Registry::new())))
+    }
+
+    /// A run whose heap records its regions in `registry` (a fuzz target
+    /// shares one between runs, instead of leaking one each time).
+    pub fn with_registry(policy: Policy, registry: &'static Registry) -> Run {
         Run {
             heap: Heap::new(Pages::default(), registry, 1, policy),
             model: Model::new(os::page_size(), policy),
@@ -341,7 +346,7 @@ impl Run {
                 if !same {
                     return Err(format!(
                         "region {k} block {i} differs:\n heap  {}\n model {}",
-                        self.layout(),
+                        self.heap_layout(),
                         self.model.layout()
                     ));
                 }
