@@ -23,6 +23,8 @@ normalise() {
 import re, sys
 dumps = []
 for line in open(sys.argv[1]).read().split('\n'):
+    if line.startswith('fitalloc: '):
+        break  # fitalloc run's own list of the traces written, after the program
     if line == '-- Current Memory State --':
         dumps.append([])
         continue
