@@ -32,8 +32,10 @@ void *malloc_name(size_t size, const char *name);
  *     [BLOCK 0x7f3a1c000000-0x7f3a1c000050] 80 [USED] 'name'
  *     [BLOCK 0x7f3a1c000050-0x7f3a1c002000] 8112 [FREE] ''
  *
- * Sizes include the 16-byte header. The text is a snapshot taken under the
- * heap lock, written through stdio (and flushed) afterwards.
+ * Sizes are whole blocks: the 16-byte header, the request rounded up to 16,
+ * and for a named block its 32-byte name area (the 80-byte block above is
+ * malloc_name(32, "name")); at least 32. The text is a snapshot taken under
+ * the heap lock, written through stdio (and flushed) afterwards.
  */
 void print_memory(void);
 

@@ -721,6 +721,32 @@ fn non_traces_fail_fast() {
 }
 
 #[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    let dir = TempDir::new().unwrap();
+    // 20,000 blocks: a layout of about 700 KB, far more than a pipe holds,
+    // so fitalloc is still writing when `head` has gone.
+    let ops: Vec<_> = (0..20_000u64)
+        .map(|i| (Op::Malloc { size: 24 }, 0x100000 + i * 0x40))
+        .collect();
+    let t = trace(&dir, "many.trace", &ops);
+    let err = dir.path().join("err");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" replay \"$1\" --policy first_fit --layout 2>\"$2\" | head -n 1; cat \"$2\"")
+        .arg(assert_cmd::cargo::cargo_bin("fitalloc"))
+        .arg(&t)
+        .arg(&err)
+        .timeout(FAST)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    // The one line head let through, and nothing on fitalloc's stderr.
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 1);
+}
+
+#[test]
 fn a_trace_cut_short_replays_with_a_warning() {
     let dir = TempDir::new().unwrap();
     let whole = std::fs::read(sample(&dir)).unwrap();
