@@ -303,6 +303,12 @@ fn merge(
         (ok, segs) = fits(t);
         t *= 2.0;
     }
+    if !ok {
+        // Blocks wider than their band (a dump whose blocks outgrow their
+        // region) never fall under a finite threshold: one run per band,
+        // which `regions_per_band` left room for.
+        segs = fits(f64::INFINITY).1;
+    }
     segs
 }
 
@@ -723,6 +729,29 @@ mod tests {
         };
         let (svg, d) = render(&["c".into()], &[p], opts);
         assert!(d.runs > 0 && svg.contains("offsets 0x0-0xffffffffffffffff"));
+    }
+
+    #[test]
+    fn blocks_wider_than_their_region_stay_within_the_cap() {
+        // Found by the dump_parse fuzz target: a block larger than its
+        // region is wider than its band at every finite threshold.
+        let mut l = layout(2, 2);
+        l.regions[0].size = 4096;
+        l.regions[0].blocks[0].size = u64::MAX;
+        l.regions[0].blocks[1].size = 1 << 40;
+        let p = Panel {
+            title: "t".into(),
+            subtitle: Vec::new(),
+            layout: l,
+        };
+        let opts = Options {
+            width: 550.0,
+            max_rects: 4,
+            columns: 1,
+        };
+        let (svg, d) = render(&["c".into()], &[p], opts);
+        assert!(d.rects + d.bands <= 4, "{d:?}");
+        assert_eq!(count_rects(&svg), d.rects);
     }
 
     #[test]

@@ -301,7 +301,7 @@
       return [ok && shapes <= maxRects, all];
     };
     // svg.rs tries t = 0, 1, 2, 4, ... up to 2 * width and keeps the first
-    // that fits (or the last tried). Fewer segments come with a larger t
+    // that fits (else every band is one run). Fewer segments come with a larger t
     // (a block that turns small joins a run or becomes one), so whether t
     // fits only goes from no to yes along the sequence: a binary search
     // finds the same t.
@@ -317,6 +317,9 @@
         else lo = mid + 1;
       }
       chosen = ts[lo];
+      // As svg.rs: if even the last does not fit (blocks wider than their
+      // band), one run per band.
+      if (lo === ts.length - 1 && !fits(chosen, false)[0]) chosen = Infinity;
     }
     return fits(chosen, true)[1];
   }
