@@ -451,21 +451,25 @@ pub fn render(caption: &[String], panels: &[Panel], opts: Options) -> (String, D
     }
     let total_w = MARGIN + columns as f64 * cell;
     let total_h = bottom + MARGIN + 8.0;
+    let title = caption.first().map_or("fitalloc heap", String::as_str);
+    (document(total_w, total_h, title, &body), drawn)
+}
+
+/// A whole SVG document of `width` x `height` px on a white ground, titled
+/// `title` (escaped here), holding `body`.
+pub fn document(width: f64, height: f64, title: &str, body: &str) -> String {
     let mut svg = String::with_capacity(body.len() + 512);
     let _ = writeln!(
         svg,
         r##"<?xml version="1.0" encoding="UTF-8"?>
-<svg xmlns="http://www.w3.org/2000/svg" width="{total_w:.0}" height="{total_h:.0}" viewBox="0 0 {total_w:.0} {total_h:.0}" font-family="DejaVu Sans, Verdana, sans-serif">
+<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="DejaVu Sans, Verdana, sans-serif">
 <title>{}</title>
-<path d="M0 0H{total_w:.0}V{total_h:.0}H0z" fill="#ffffff"/>"##,
-        esc(caption
-            .first()
-            .map(String::as_str)
-            .unwrap_or("fitalloc heap"))
+<path d="M0 0H{width:.0}V{height:.0}H0z" fill="#ffffff"/>"##,
+        esc(title)
     );
-    svg.push_str(&body);
+    svg.push_str(body);
     svg.push_str("</svg>\n");
-    (svg, drawn)
+    svg
 }
 
 /// A band of several regions at (x, y) of width w and height h: one

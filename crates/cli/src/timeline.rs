@@ -35,7 +35,7 @@ use fitalloc::{Heap, Policy};
 
 use crate::pages::Pages;
 use crate::replay::{Step, Watch};
-use crate::svg::{esc, human};
+use crate::svg::{self, esc, human};
 
 /// Buckets kept by default: the points of each series.
 pub const POINTS: usize = 1000;
@@ -626,21 +626,8 @@ pub fn render(caption: &[String], series: &[Series], opts: PlotOptions) -> (Stri
         }
     );
     let height = bot2 + 46.0;
-    let mut svg = String::with_capacity(body.len() + 512);
-    let _ = writeln!(
-        svg,
-        r##"<?xml version="1.0" encoding="UTF-8"?>
-<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="DejaVu Sans, Verdana, sans-serif">
-<title>{}</title>
-<path d="M0 0H{width:.0}V{height:.0}H0z" fill="#ffffff"/>"##,
-        esc(caption
-            .first()
-            .map(String::as_str)
-            .unwrap_or("fitalloc timeline"))
-    );
-    svg.push_str(&body);
-    svg.push_str("</svg>\n");
-    (svg, geometry)
+    let title = caption.first().map_or("fitalloc timeline", String::as_str);
+    (svg::document(width, height, title, &body), geometry)
 }
 
 /// A panel's frame, horizontal grid lines and y labels.
