@@ -83,6 +83,10 @@ fn group_max(g: &Group) -> u32 {
     // SAFETY: as in `fits`. SSE2 has no 32-bit max, so it is a compare and
     // a select (entries are below 2^31, so signed order is right).
     unsafe {
+        /// Lane-wise signed maximum of four 32-bit integers.
+        ///
+        /// # Safety
+        /// Needs SSE2 (every x86_64 has it).
         #[inline(always)]
         unsafe fn max(a: __m128i, b: __m128i) -> __m128i {
             // SAFETY: SSE2 intrinsics on registers.
