@@ -355,10 +355,12 @@ impl Cells {
         if c0 == c1 {
             self.resized(c0, old_units, new_units);
         } else {
+            // Raised first: when the new block is the larger (a merge), the
+            // old cell's lowering stops at their common ancestor.
+            self.tree.raise(c1, new_units);
             if old_units == self.tree.get(c0) {
                 self.refresh(c0);
             }
-            self.tree.raise(c1, new_units);
         }
     }
 
