@@ -164,8 +164,13 @@ int main(void) {
   /* steady: the course's free test: 10 blocks of up to 20 MB, all freed,
    * 50 times; VmSize after every round is round 1's: never below it (the
    * course's test subtracts the numbers as unsigned) and above it by at most
-   * 64 kB (a 16 kB page-map leaf for a window of address space that small
-   * regions reach for the first time; see crates/fitalloc/src/registry.rs). */
+   * 128 kB: 16 kB page-map leaves for windows of address space that small
+   * regions reach for the first time (see crates/fitalloc/src/registry.rs).
+   * Where the kernel places the mappings (ASLR) decides how many: in 150
+   * runs per policy (and 500 more under next_fit) VmSize grew 16-36 kB, and
+   * 68 kB in about one run in 200 (before and after the span-cache
+   * rewrite), which the old 64 kB limit failed. A leak would grow with the
+   * 50 rounds, far past this. */
   long steady = 0, worst = 0, below = 0;
   for (int r = 0; r < 50; r++) {
     void *p[10];
@@ -181,7 +186,7 @@ int main(void) {
     if (now - steady > worst) worst = now - steady;
     if (steady - now > below) below = steady - now;
   }
-  check(worst <= 64, "steady: VmSize after every round at most %ld kB above round 1's (%ld kB)", worst,
+  check(worst <= 128, "steady: VmSize after every round at most %ld kB above round 1's (%ld kB)", worst,
         steady);
   check(below <= 8, "steady: VmSize after every round at most %ld kB below round 1's (%ld kB)", below,
         steady);
