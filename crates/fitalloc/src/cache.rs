@@ -60,7 +60,6 @@ struct Span {
     addr: usize,
     len: usize,
     zero: bool,
-    class: u8,
     newer: u16,
     older: u16,
     prev: u16,
@@ -71,7 +70,6 @@ const NO_SPAN: Span = Span {
     addr: 0,
     len: 0,
     zero: false,
-    class: 0,
     newer: 0,
     older: 0,
     prev: 0,
@@ -92,7 +90,8 @@ fn class_of(pages: usize) -> usize {
 /// The home slot of `addr` in an address table.
 #[inline]
 fn home(addr: usize) -> usize {
-    ((addr as u64 >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize & (TABLE - 1)
+    ((addr as u64 >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - TABLE.trailing_zeros()))
+        as usize
 }
 
 /// A page source that caches released spans (see the module docs).
@@ -239,10 +238,15 @@ impl CachedPages {
     // ------------------------------------------------------------------
     // The lists.
 
+    /// The class of slot `i`'s span (from its length, so a span's length
+    /// changes only while it is out of its class list).
+    fn class(&self, i: usize) -> usize {
+        class_of((self.spans[i].len / self.page_size()).max(1))
+    }
+
     fn link_class(&mut self, i: usize) {
-        let c = class_of((self.spans[i].len / self.page_size()).max(1));
+        let c = self.class(i);
         let head = self.heads[c];
-        self.spans[i].class = c as u8;
         self.spans[i].prev = 0;
         self.spans[i].next = head;
         if head != 0 {
@@ -253,10 +257,8 @@ impl CachedPages {
     }
 
     fn unlink_class(&mut self, i: usize) {
-        let Span {
-            class, prev, next, ..
-        } = self.spans[i];
-        let c = class as usize;
+        let Span { prev, next, .. } = self.spans[i];
+        let c = self.class(i);
         if prev != 0 {
             self.spans[prev as usize - 1].next = next;
         } else {
@@ -495,8 +497,9 @@ impl CachedPages {
         Some((addr, false))
     }
 
-    /// Verifies the lists and tables against the spans (for tests).
-    pub fn check(&self) -> Result<(), &'static str> {
+    /// Verifies the lists and tables against the spans.
+    #[cfg(test)]
+    fn check(&self) -> Result<(), &'static str> {
         let (mut n, mut bytes, mut e, mut newer) = (0, 0, self.newest, 0u16);
         while e != 0 {
             let s = &self.spans[e as usize - 1];
@@ -521,10 +524,7 @@ impl CachedPages {
             }
             while e != 0 {
                 let s = &self.spans[e as usize - 1];
-                if s.class as usize != c
-                    || class_of((s.len / self.page_size()).max(1)) != c
-                    || s.prev != prev
-                {
+                if self.class(e as usize - 1) != c || s.prev != prev {
                     return Err("class list broken");
                 }
                 (m, prev, e) = (m + 1, e, s.next);
@@ -585,9 +585,6 @@ impl PageSource for CachedPages {
     }
 
     unsafe fn unmap(&mut self, addr: usize, len: usize) {
-        if self.page == 0 {
-            self.page = os::page_size();
-        }
         self.outstanding -= len;
         self.put(addr, len, false);
     }

@@ -638,14 +638,14 @@ impl<S: PageSource> Heap<S> {
             (None, None) => self.index.insert(d, b.addr(), units(own)),
             (None, Some(c)) => self.index.replace(d, c.addr(), c.units(), b.addr(), merged),
             (Some(a), c) => {
-                let (old, absorbed) = (a.units(), c.map(|c| (c.addr(), c.units())));
+                let old = a.units();
                 a.set_size(secret, end - start);
                 // The merged block is indexed first: `next` leaving then
                 // finds an ancestor at least as large (the merged block
                 // is larger than it) and walks no further up the tree.
                 self.index.resize(d, a.addr(), old, merged);
-                if let Some((addr, units)) = absorbed {
-                    self.index.remove(d, addr, units);
+                if let Some(c) = c {
+                    self.index.remove(d, c.addr(), c.units());
                 }
             }
         }
