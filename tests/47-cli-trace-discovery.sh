@@ -43,7 +43,7 @@ t=$tmp/env.trace
 listed=$(grep "^  $tmp/" "$tmp/env.err" || true)
 files=("$tmp"/env.trace*)
 [ ${#files[@]} -eq 2 ] || bad "env + program should write 2 traces: ${files[*]}"
-main=$(ls "$tmp"/env.trace.* | head -n 1)
+main=$(ls "$tmp"/env.trace.* | sed -n 1p)
 read -r mops mexe mparent mfork <<<"$(info "$main")"
 read -r eops eexe eparent efork <<<"$(info "$t")"
 first=$(sed -n 1p <<<"$listed")

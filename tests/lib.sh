@@ -2,6 +2,11 @@
 #   . "$(dirname "$0")/lib.sh"
 # A case may also be run by hand: bash tests/NN-name.sh (after `make`).
 set -euo pipefail
+# A command that stops a case through set -e says which one it was (in
+# functions and substitutions too): otherwise a pipeline killed by SIGPIPE,
+# or a command whose stderr went to a file, ends the case with no word.
+set -E
+trap 'echo "FAIL: line $LINENO of ${BASH_SOURCE[0]##*/}: \`$BASH_COMMAND\` exited $?" >&2' ERR
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 SO=${SO:-$ROOT/allocator.so}
 BUILD=${BUILD:-$ROOT/tests/build}
