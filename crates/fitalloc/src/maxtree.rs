@@ -64,6 +64,30 @@ fn fits(g: &Group, k: u32) -> u32 {
     }
 }
 
+/// The entries of `g` that are larger than `v`, as a bit mask (0 or not).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn above(g: &Group, v: u32) -> u32 {
+    use core::arch::x86_64::*;
+    // SAFETY: as in `fits`.
+    unsafe {
+        let p = g.0.as_ptr() as *const __m128i;
+        let t = _mm_set1_epi32(v as i32);
+        let a = _mm_cmpgt_epi32(_mm_load_si128(p), t);
+        let b = _mm_cmpgt_epi32(_mm_load_si128(p.add(1)), t);
+        let c = _mm_cmpgt_epi32(_mm_load_si128(p.add(2)), t);
+        let d = _mm_cmpgt_epi32(_mm_load_si128(p.add(3)), t);
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d))) as u32
+    }
+}
+
+/// The entries of `g` that are larger than `v` (0 or not).
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn above(g: &Group, v: u32) -> u32 {
+    g.0.iter().any(|&x| x > v) as u32
+}
+
 /// The entries of `g` that are at least `k`, as a bit mask.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
@@ -201,7 +225,7 @@ impl MaxTree {
     /// maximum of their group changes. A parent larger than the old value
     /// was not set by it and stays, without looking at the group.
     #[inline]
-    pub fn lower(&mut self, mut i: usize, v: u32) {
+    pub fn lower(&mut self, mut i: usize, mut v: u32) {
         let old = self.entry(0, i);
         if old == v {
             return;
@@ -212,14 +236,23 @@ impl MaxTree {
             if parent > old {
                 return;
             }
-            let m = group_max(self.group(level - 1, i / FAN));
+            // The group's new maximum: `v` (just written into it) unless
+            // an entry exceeds it, which one comparison tells (the common
+            // case of a largest block that shrank and stays the largest).
+            let g = self.group(level - 1, i / FAN);
+            v = if above(g, v) == 0 { v } else { group_max(g) };
             i /= FAN;
-            if m == parent {
+            if v == parent {
                 return;
             }
-            self.set_entry(level, i, m);
+            self.set_entry(level, i, v);
         }
-        self.top = group_max(self.group(self.levels - 1, 0));
+        let root = self.group(self.levels - 1, 0);
+        self.top = if above(root, v) == 0 {
+            v
+        } else {
+            group_max(root)
+        };
     }
 
     /// Sets leaf `i` to `v` (larger or smaller).
