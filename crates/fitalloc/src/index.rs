@@ -198,7 +198,7 @@ impl FreeIndex {
     /// §3), given the next-fit rover (resolved to its region by the heap).
     #[inline]
     pub fn choose(
-        &self,
+        &mut self,
         policy: Policy,
         units: u32,
         rover: Option<(&RegionDesc, usize)>,

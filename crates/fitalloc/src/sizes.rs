@@ -25,6 +25,18 @@
 //! but the root holds at least 7 keys, so a tree of a million blocks is at
 //! most 7 levels deep and most searches touch 2 or 3 cache-resident levels.
 //!
+//! A *finger* remembers the last leaf a search reached and the range of
+//! keys it covers (the separators on its path: keys in `[lo, hi)` belong to
+//! it and to no other leaf). A search for a key inside that range starts at
+//! the leaf instead of the root, and so do a removal that leaves the leaf
+//! at least half full and an insertion into a leaf with room; anything that
+//! changes the tree's shape (a split, a borrow, a merge, a new or removed
+//! root) forgets the finger. Best fit keeps asking about the same few sizes
+//! (the block it takes is freed again, and lands in the same leaf), so most
+//! of its searches and updates skip the descent. The answers are the same:
+//! the finger is only taken when the leaf is the one the descent would
+//! reach.
+//!
 //! Invariants (checked by [`SizeTree::check`]): keys strictly increase
 //! along the leaf chain and within every node; each child's keys lie between
 //! its separators; all leaves are at the same depth; non-root nodes hold at
@@ -89,6 +101,14 @@ pub struct SizeTree {
     used: usize,
     /// Freed nodes, linked through `kids[0]`.
     free: u32,
+    /// The finger: a leaf (NIL for none) and the keys `[lo, hi)` that
+    /// belong to it (see the module docs).
+    finger: u32,
+    finger_lo: u128,
+    finger_hi: u128,
+    /// Operations that started at the finger (tests look at it).
+    #[cfg(test)]
+    finger_hits: usize,
 }
 
 /// A node and the child taken from it, root first.
@@ -112,6 +132,11 @@ impl SizeTree {
             chunks: 0,
             used: 0,
             free: NIL,
+            finger: NIL,
+            finger_lo: 0,
+            finger_hi: 0,
+            #[cfg(test)]
+            finger_hits: 0,
         }
     }
 
@@ -157,6 +182,8 @@ impl SizeTree {
 
     /// A fresh empty node; `None` if a chunk could not be mapped.
     fn alloc(&mut self) -> Option<u32> {
+        // A new node is a split or a new root: leaf ranges change.
+        self.finger = NIL;
         let n = if self.free != NIL {
             let n = self.free;
             self.free = self.node(n).kids[0];
@@ -175,6 +202,7 @@ impl SizeTree {
     }
 
     fn release(&mut self, n: u32) {
+        self.finger = NIL;
         let free = self.free;
         self.node_mut(n).kids[0] = free;
         self.free = n;
@@ -246,25 +274,58 @@ impl SizeTree {
 
     /// The leaf where `k` belongs, with the path to it.
     #[inline]
-    fn find_leaf(&self, k: u128, path: &mut Path) -> u32 {
+    fn find_leaf(&mut self, k: u128, path: &mut Path) -> u32 {
+        let (n, lo, hi) = self.descend(k, path);
+        (self.finger, self.finger_lo, self.finger_hi) = (n, lo, hi);
+        n
+    }
+
+    /// The leaf where `k` belongs and the keys `[lo, hi)` that belong to
+    /// it, with the path to it.
+    #[inline]
+    fn descend(&self, k: u128, path: &mut Path) -> (u32, u128, u128) {
+        const NONE: (u128, u128) = (0, u128::MAX);
+        // The separators beside the deepest turn that has them (read at the
+        // end: only where they are is kept on the way down).
+        let (mut lo, mut hi) = (&NONE.0, &NONE.1);
         let mut n = self.root;
         for slot in path.iter_mut().take(self.depth - 1) {
             let node = self.node(n);
             let i = Self::child_index(node, k);
+            if i > 0 {
+                lo = &node.keys[i - 1];
+            }
+            if i < node.len as usize {
+                hi = &node.keys[i];
+            }
             *slot = (n, i);
             n = node.kids[i];
         }
-        n
+        (n, *lo, *hi)
+    }
+
+    /// The finger's leaf if `k` belongs to it.
+    #[inline]
+    fn fingered(&mut self, k: u128) -> Option<u32> {
+        let hit = self.finger != NIL && self.finger_lo <= k && k < self.finger_hi;
+        #[cfg(test)]
+        {
+            self.finger_hits += hit as usize;
+        }
+        hit.then_some(self.finger)
     }
 
     /// The smallest key at or above `k`.
     #[inline]
-    pub fn lower_bound(&self, k: u128) -> Option<u128> {
+    pub fn lower_bound(&mut self, k: u128) -> Option<u128> {
         if self.depth == 0 {
             return None;
         }
-        let mut path = [(0, 0); MAX_DEPTH];
-        let leaf = self.node(self.find_leaf(k, &mut path));
+        let leaf = match self.fingered(k) {
+            Some(n) => n,
+            None => self.find_leaf(k, &mut [(0, 0); MAX_DEPTH]),
+        };
+        let leaf = self.node(leaf);
         let keys = &leaf.keys[..leaf.len as usize];
         let i = keys.partition_point(|&x| x < k);
         if i < keys.len() {
@@ -292,6 +353,14 @@ impl SizeTree {
             self.depth = 1;
             self.len = 1;
             return Some(());
+        }
+        if let Some(n) = self.fingered(k) {
+            if (self.node(n).len as usize) < CAP {
+                self.len += 1;
+                let split = self.leaf_insert(n, k);
+                debug_assert!(split.is_none());
+                return Some(());
+            }
         }
         let mut path = [(0, 0); MAX_DEPTH];
         let leaf = self.find_leaf(k, &mut path);
@@ -390,6 +459,21 @@ impl SizeTree {
 
     /// Removes `k`, which must be present.
     pub fn remove(&mut self, k: u128) {
+        if let Some(n) = self.fingered(k) {
+            // Stays at least half full (a root leaf: not empty), so no
+            // rebalancing and no path is needed.
+            let floor = if self.depth == 1 { 1 } else { MIN };
+            if self.node(n).len as usize > floor {
+                let node = self.node_mut(n);
+                let len = node.len as usize;
+                let i = node.keys[..len].partition_point(|&x| x < k);
+                assert!(i < len && node.keys[i] == k, "size index lost a key");
+                node.keys.copy_within(i + 1..len, i);
+                node.len -= 1;
+                self.len -= 1;
+                return;
+            }
+        }
         let mut path = [(0, 0); MAX_DEPTH];
         let leaf = self.find_leaf(k, &mut path);
         let node = self.node_mut(leaf);
@@ -415,6 +499,8 @@ impl SizeTree {
             if len >= MIN {
                 return;
             }
+            // A borrow moves a separator: leaf ranges change.
+            self.finger = NIL;
             let leaf = level == self.depth - 1;
             let (p, i) = path[level - 1];
             if self.borrow(p, i, leaf) {
@@ -583,6 +669,7 @@ impl SizeTree {
 
     /// Removes every key (keeps the node array).
     pub fn clear(&mut self) {
+        self.finger = NIL;
         self.root = NIL;
         self.depth = 0;
         self.len = 0;
@@ -626,6 +713,12 @@ impl SizeTree {
         }
         let mut leaves = 0usize;
         let count = self.check_node(self.root, 1, None, None, &mut leaves)?;
+        if self.finger != NIL
+            && self.descend(self.finger_lo, &mut [(0, 0); MAX_DEPTH])
+                != (self.finger, self.finger_lo, self.finger_hi)
+        {
+            return Err("size index finger is not a leaf with its range");
+        }
         let mut last: Option<u128> = None;
         let mut chained = 0usize;
         for k in self.keys() {
@@ -755,5 +848,68 @@ mod tests {
             m.remove(&k);
         }
         assert_eq!(t.check(&mut |_| Ok(())), Ok(0));
+    }
+
+    /// Best fit's pattern, where the finger pays: searches, removals and
+    /// insertions near the last one (a block taken and given back, its
+    /// neighbours split off and merged), mixed with jumps elsewhere that
+    /// split, borrow and merge leaves; the structure (finger included) is
+    /// checked after every step.
+    #[test]
+    fn local_operations_use_the_finger_exactly() {
+        let mut t = SizeTree::new();
+        let mut m = BTreeSet::new();
+        let mut s = 0x0ddc_0ffe_e15e_a5e5u64;
+        let mut centre = 100u32;
+        for step in 0..40_000 {
+            let r = rng(&mut s);
+            if r.is_multiple_of(50) {
+                centre = (r >> 8) as u32 % 400 + 2;
+            }
+            let units = centre + (r >> 16) as u32 % 6;
+            let k = key(units, (r >> 24) % 3, ((r >> 32) % 3000) as usize * 16);
+            match r % 7 {
+                0..=2 if !m.contains(&k) => {
+                    t.insert(k).unwrap();
+                    m.insert(k);
+                }
+                3 | 4 => {
+                    // Take the best fit and give it back (or keep it).
+                    let probe = key(units, 0, 0);
+                    let got = t.lower_bound(probe);
+                    assert_eq!(got, m.range(probe..).next().copied());
+                    if let Some(b) = got {
+                        t.remove(b);
+                        m.remove(&b);
+                        if !r.is_multiple_of(3) {
+                            t.insert(b).unwrap();
+                            m.insert(b);
+                        }
+                    }
+                }
+                5 if !m.is_empty() => {
+                    let old = *m.range(k..).next().unwrap_or(m.iter().next().unwrap());
+                    t.remove(old);
+                    m.remove(&old);
+                }
+                6 if !m.is_empty() && !m.contains(&k) => {
+                    let old = *m.range(k..).next().unwrap_or(m.iter().next().unwrap());
+                    t.replace(old, k).unwrap();
+                    m.remove(&old);
+                    m.insert(k);
+                }
+                _ => {}
+            }
+            assert_eq!(t.len(), m.len());
+            t.check(&mut |_| Ok(())).unwrap();
+            if step % 512 == 0 {
+                assert!(t.keys().eq(m.iter().copied()));
+            }
+        }
+        assert!(
+            t.finger_hits > 20_000,
+            "finger used {} times",
+            t.finger_hits
+        );
     }
 }
