@@ -3,13 +3,14 @@
 #   make test            every test; make test run=4 / run='4 8 12' for numbered cases
 #   make soak SOAK_SECONDS=3600   the stress test (tests/c/stress.c) for an hour
 #   make bench               benchmarks (bench/results/)
+#   make instr               instructions per malloc+free under callgrind (bench/instr.py)
 #   make fuzz            fuzz every target 180 s (nightly + cargo-fuzz; fuzz/run.sh)
 #   make install PREFIX=/usr/local   lib/libfitalloc.so, include/allocator.h, pkg-config file
 CARGO ?= cargo
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: all test bench soak fuzz install clean FORCE
+.PHONY: all test bench instr soak fuzz install clean FORCE
 
 all: allocator.so libfitalloc.so fitalloc
 
@@ -30,6 +31,11 @@ libfitalloc.so: allocator.so
 # not part of `make test`. Results in bench/results/.
 bench: allocator.so
 	@./bench/run.sh $(args)
+
+# Instructions per operation under callgrind against glibc: deterministic,
+# whatever the machine's load (args='--policies', args='--only churn').
+instr: allocator.so
+	@./bench/run.sh --instructions $(args)
 
 # Fuzzing (cargo-fuzz on nightly; not part of `make test`, whose case 44 is a
 # 60 s smoke run): every target of fuzz/Cargo.toml, or FUZZ_TARGETS, for

@@ -4,7 +4,8 @@
 #   2. installs the comparison allocators and strace with apt-get when running
 #      as root and they are missing (skip: --no-install or BENCH_NO_INSTALL=1);
 #   3. compiles the C workloads (bench/src/*.c, -O2 -Wall) into bench/build/;
-#   4. runs bench/bench.py with the same arguments.
+#   4. runs bench/bench.py with the same arguments (bench/instr.py for
+#      `make instr`, whose first argument is --instructions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,9 +15,16 @@ if [ ! -f allocator.so ]; then
 fi
 
 no_install=${BENCH_NO_INSTALL:-}
+instr=""
 for a in "$@"; do
     case $a in --no-install) no_install=1 ;; esac
 done
+# `make instr`: the same workloads under callgrind (bench/instr.py); it needs
+# valgrind, not the comparison allocators.
+if [ "${1:-}" = --instructions ]; then
+    instr=1 no_install=1
+    shift
+fi
 
 ma=$(gcc -print-multiarch 2>/dev/null || true)
 have_lib() {
@@ -31,7 +39,7 @@ have_lib libjemalloc.so.2 || missing+=(libjemalloc2)
 have_lib libtcmalloc_minimal.so.4 || missing+=(libtcmalloc-minimal4)
 have_lib libmimalloc.so.2 || missing+=(libmimalloc2.0)
 command -v strace >/dev/null || missing+=(strace)
-if [ ${#missing[@]} -gt 0 ]; then
+if [ ${#missing[@]} -gt 0 ] && [ -z "$instr" ]; then
     if [ -n "$no_install" ]; then
         echo "bench: not installing ${missing[*]} (--no-install): those columns/counts are skipped" >&2
     elif [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -55,4 +63,7 @@ for src in bench/src/*.c; do
     fi
 done
 
+if [ -n "$instr" ]; then
+    exec python3 bench/instr.py "$@"
+fi
 exec python3 bench/bench.py "$@"
