@@ -153,6 +153,8 @@ unsafe impl<S: PageSource + Send> Send for Heap<S> {}
 #[derive(Clone, Copy)]
 struct Chosen {
     block: Block,
+    /// The region holding it.
+    d: &'static RegionDesc,
     /// Its size in bytes.
     size: usize,
     /// Whether it is in the free index (a new region's block is not).
@@ -314,10 +316,10 @@ impl<S: PageSource> Heap<S> {
     /// (`region` = `registry().lookup(p)`, whatever it returned).
     #[inline]
     pub fn free_in(&mut self, region: u32, p: usize) -> Result<(), Misuse> {
-        let b = self.block_in(region, p)?;
+        let (b, d) = self.block_in(region, p)?;
         verify_guard(b);
         self.counters.in_use -= b.size();
-        self.release(b, self.reg.desc(region));
+        self.release(b, d);
         Ok(())
     }
 
@@ -334,9 +336,8 @@ impl<S: PageSource> Heap<S> {
         p: usize,
         size: usize,
     ) -> Result<Option<usize>, Misuse> {
-        let b = self.block_in(region, p)?;
+        let (b, d) = self.block_in(region, p)?;
         verify_guard(b);
-        let d = self.reg.desc(region);
         let Some(need) = block::need(size, b.is_named()) else {
             return Ok(None);
         };
@@ -386,7 +387,7 @@ impl<S: PageSource> Heap<S> {
     /// `usable_size` when the caller already looked `p` up (as `free_in`).
     /// All of them may be written: a check-mode canary is dropped.
     pub fn usable_size_in(&mut self, region: u32, p: usize) -> Result<usize, Misuse> {
-        let b = self.block_in(region, p)?;
+        let (b, _) = self.block_in(region, p)?;
         verify_guard(b);
         let slack = b.slack();
         if slack != 0 {
@@ -442,8 +443,11 @@ impl<S: PageSource> Heap<S> {
         // A new region's block, a gap and a tail.
         self.index.reserve(self.blocks + 3)?;
         let units = (need / ALIGN) as u32;
+        // Only next fit reads the rover (the others need no descriptor).
         let rover = match self.rover {
-            Rover::At { region, addr } => Some((self.reg.desc(region), addr)),
+            Rover::At { region, addr } if self.policy == Policy::NextFit => {
+                Some((self.reg.desc(region), addr))
+            }
             _ => None,
         };
         let chosen = match self.index.choose(self.policy, units, rover) {
@@ -464,11 +468,13 @@ impl<S: PageSource> Heap<S> {
         // SAFETY: the index holds only free blocks of this heap's live regions.
         let block = unsafe { Block::from_raw(addr) };
         let have = block.indexed_units(self.secret);
-        if have < units || block.end() > self.reg.desc(block.region()).end() {
+        let d = self.reg.desc(block.region());
+        if have < units || block.end() > d.end() {
             block::corrupted_free_block(addr);
         }
         Chosen {
             block,
+            d,
             size: have as usize * ALIGN,
             indexed: true,
             zeroed: false,
@@ -512,6 +518,7 @@ impl<S: PageSource> Heap<S> {
         block.write(self.secret, id, 0, size, FREE);
         Some(Chosen {
             block,
+            d,
             size,
             indexed: false,
             zeroed,
@@ -525,8 +532,7 @@ impl<S: PageSource> Heap<S> {
     #[inline]
     fn take(&mut self, c: Chosen, gap: usize, need: usize, flags: u32) -> Block {
         let (secret, s, at) = (self.secret, c.size, c.block);
-        let (region, at_prev) = (at.region(), at.prev_size());
-        let d = self.reg.desc(region);
+        let (region, at_prev, d) = (at.region(), at.prev_size(), c.d);
         if c.indexed && d.huge() {
             // A second block in a region that may have huge pages: the rest
             // of it is better served by small ones (see `PageSource`).
@@ -831,11 +837,11 @@ impl<S: PageSource> Heap<S> {
         }
     }
 
-    /// Validates a user pointer and returns its used block; `id` is what the
-    /// page map says of `p`. Reads no memory before the page map has said
-    /// that `p` lies in one of our regions.
+    /// Validates a user pointer and returns its used block and the block's
+    /// region; `id` is what the page map says of `p`. Reads no memory
+    /// before the page map has said that `p` lies in one of our regions.
     #[inline]
-    fn block_in(&self, id: u32, p: usize) -> Result<Block, Misuse> {
+    fn block_in(&self, id: u32, p: usize) -> Result<(Block, &'static RegionDesc), Misuse> {
         if id == crate::registry::RELEASED {
             return Err(Misuse::DoubleFree);
         }
@@ -872,7 +878,7 @@ impl<S: PageSource> Heap<S> {
         if !prev_ok || !next_ok {
             return Err(Misuse::Corrupted);
         }
-        Ok(b)
+        Ok((b, d))
     }
 
     /// Only on the error path: `addr` failed the header check. If it is a
