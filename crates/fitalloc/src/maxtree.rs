@@ -54,7 +54,8 @@ fn fits(g: &Group, k: u32) -> u32 {
     // so the four 16-byte loads are aligned and inside it.
     unsafe {
         let p = g.0.as_ptr() as *const __m128i;
-        let t = _mm_set1_epi32(k as i32 - 1);
+        // `k` is at most 2^31 (entries are below it): wraps only to MAX.
+        let t = _mm_set1_epi32((k as i32).wrapping_sub(1));
         let a = _mm_cmpgt_epi32(_mm_load_si128(p), t);
         let b = _mm_cmpgt_epi32(_mm_load_si128(p.add(1)), t);
         let c = _mm_cmpgt_epi32(_mm_load_si128(p.add(2)), t);
@@ -62,30 +63,6 @@ fn fits(g: &Group, k: u32) -> u32 {
         let all = _mm_packs_epi16(_mm_packs_epi32(a, b), _mm_packs_epi32(c, d));
         _mm_movemask_epi8(all) as u32
     }
-}
-
-/// The entries of `g` that are larger than `v`, as a bit mask (0 or not).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn above(g: &Group, v: u32) -> u32 {
-    use core::arch::x86_64::*;
-    // SAFETY: as in `fits`.
-    unsafe {
-        let p = g.0.as_ptr() as *const __m128i;
-        let t = _mm_set1_epi32(v as i32);
-        let a = _mm_cmpgt_epi32(_mm_load_si128(p), t);
-        let b = _mm_cmpgt_epi32(_mm_load_si128(p.add(1)), t);
-        let c = _mm_cmpgt_epi32(_mm_load_si128(p.add(2)), t);
-        let d = _mm_cmpgt_epi32(_mm_load_si128(p.add(3)), t);
-        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d))) as u32
-    }
-}
-
-/// The entries of `g` that are larger than `v` (0 or not).
-#[cfg(not(target_arch = "x86_64"))]
-#[inline]
-fn above(g: &Group, v: u32) -> u32 {
-    g.0.iter().any(|&x| x > v) as u32
 }
 
 /// The entries of `g` that are at least `k`, as a bit mask.
@@ -240,7 +217,7 @@ impl MaxTree {
             // an entry exceeds it, which one comparison tells (the common
             // case of a largest block that shrank and stays the largest).
             let g = self.group(level - 1, i / FAN);
-            v = if above(g, v) == 0 { v } else { group_max(g) };
+            v = if fits(g, v + 1) == 0 { v } else { group_max(g) };
             i /= FAN;
             if v == parent {
                 return;
@@ -248,7 +225,7 @@ impl MaxTree {
             self.set_entry(level, i, v);
         }
         let root = self.group(self.levels - 1, 0);
-        self.top = if above(root, v) == 0 {
+        self.top = if fits(root, v + 1) == 0 {
             v
         } else {
             group_max(root)

@@ -464,26 +464,25 @@ impl SizeTree {
             // rebalancing and no path is needed.
             let floor = if self.depth == 1 { 1 } else { MIN };
             if self.node(n).len as usize > floor {
-                let node = self.node_mut(n);
-                let len = node.len as usize;
-                let i = node.keys[..len].partition_point(|&x| x < k);
-                assert!(i < len && node.keys[i] == k, "size index lost a key");
-                node.keys.copy_within(i + 1..len, i);
-                node.len -= 1;
-                self.len -= 1;
+                self.leaf_remove(n, k);
                 return;
             }
         }
         let mut path = [(0, 0); MAX_DEPTH];
         let leaf = self.find_leaf(k, &mut path);
-        let node = self.node_mut(leaf);
+        self.leaf_remove(leaf, k);
+        self.rebalance(leaf, &path);
+    }
+
+    /// Takes `k`, which must be there, out of leaf `n`.
+    fn leaf_remove(&mut self, n: u32, k: u128) {
+        let node = self.node_mut(n);
         let len = node.len as usize;
         let i = node.keys[..len].partition_point(|&x| x < k);
         assert!(i < len && node.keys[i] == k, "size index lost a key");
         node.keys.copy_within(i + 1..len, i);
         node.len -= 1;
         self.len -= 1;
-        self.rebalance(leaf, &path);
     }
 
     /// Restores the minimum occupancy from node `n` (at the bottom of
