@@ -103,6 +103,26 @@ fn cell_of(d: &RegionDesc, addr: usize) -> (usize, u32) {
     )
 }
 
+/// A block the index found: its place in list order ([`position`]) and
+/// its address.
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    /// `position` of the block.
+    pub pos: usize,
+    /// The block's address.
+    pub addr: usize,
+}
+
+/// The place in list order of a block starting at `addr` in region `d`:
+/// its cell's number times the cell size plus its offset in the cell.
+/// Cells are numbered in list order, so positions compare as the list
+/// orders blocks. Only comparable while the cells stay where they are
+/// (a region added or dropped may renumber them).
+#[inline]
+pub fn position(d: &RegionDesc, addr: usize) -> usize {
+    ((d.base() as usize) << CELL_SHIFT) + (addr - d.start())
+}
+
 impl Cells {
     /// An empty index; `secret` is the key of the header checks.
     pub const fn new(secret: u64) -> Cells {
@@ -115,6 +135,12 @@ impl Cells {
             tree: MaxTree::empty(),
             bits: core::ptr::null_mut(),
         }
+    }
+
+    /// Whether a free block starting at `addr` (of region `d`) is indexed.
+    pub fn contains(&self, d: &RegionDesc, addr: usize) -> bool {
+        let (c, g) = cell_of(d, addr);
+        c < self.cap && self.word(c, (g >> 6) as usize) & 1u64 << (g & 63) != 0
     }
 
     /// Number of free blocks.
@@ -236,10 +262,13 @@ impl Cells {
     /// The first free block of cell `c` at granule `from` or later whose
     /// size is at least `units` (each header checked as it is read).
     #[inline]
-    fn scan(&self, c: usize, from: u32, units: u32) -> Option<usize> {
+    fn scan(&self, c: usize, from: u32, units: u32) -> Option<Found> {
         self.find_start(c, from, |g| {
             let b = self.block_at(c, g);
-            (b.indexed_units(self.secret) >= units).then(|| b.addr())
+            (b.indexed_units(self.secret) >= units).then(|| Found {
+                pos: c << CELL_SHIFT | (g as usize) << GRANULE_SHIFT,
+                addr: b.addr(),
+            })
         })
     }
 
@@ -254,8 +283,8 @@ impl Cells {
     // The policies' questions.
 
     /// First fit: the first free block in list order of at least `units`.
-    #[inline]
-    pub fn first_fit(&self, units: u32) -> Option<usize> {
+    #[inline(always)]
+    pub fn first_fit(&self, units: u32) -> Option<Found> {
         let c = self.tree.first(units)?;
         Some(
             self.scan(c, 0, units)
@@ -266,11 +295,11 @@ impl Cells {
     /// Next fit: the first fitting block at or after the rover (a block
     /// start in region `d`, or `None` for "after every region"), else first
     /// fit.
-    pub fn next_fit(&self, units: u32, rover: Option<(&RegionDesc, usize)>) -> Option<usize> {
+    pub fn next_fit(&self, units: u32, rover: Option<(&RegionDesc, usize)>) -> Option<Found> {
         if let Some((d, addr)) = rover {
             let (c, g) = cell_of(d, addr);
-            if let Some(a) = self.scan(c, g, units) {
-                return Some(a);
+            if let Some(f) = self.scan(c, g, units) {
+                return Some(f);
             }
             if let Some(c) = self
                 .tree
@@ -284,15 +313,6 @@ impl Cells {
             }
         }
         self.first_fit(units)
-    }
-
-    /// Worst fit: the first of the largest free blocks, if it fits.
-    pub fn worst_fit(&self, units: u32) -> Option<usize> {
-        match self.top() {
-            0 => None,
-            top if top < units => None,
-            top => self.first_fit(top),
-        }
     }
 
     // ------------------------------------------------------------------

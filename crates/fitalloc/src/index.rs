@@ -14,8 +14,22 @@
 //! holds nothing but its header (and, if it was named, its name), so what a
 //! program writes into freed memory never reaches the index. Switching
 //! between best fit and the others builds the other index from the blocks.
+//!
+//! **The hot block.** One free block is kept beside the order instead of in
+//! it: the block the last `replace` produced (a split remainder, or a freed
+//! block merged with the free block after it), or, when there is none, the
+//! next block inserted. A program that allocates from a block and frees
+//! back into it (the heap's tail, a vector grown and dropped, a temporary)
+//! then changes only three words here instead of a bitmap, a tree path and
+//! a cell rescan per call. `choose` asks the order and then ranks the hot
+//! block against its answer by the policy's own order (list position for
+//! first fit, position counted from the rover for next fit, size then
+//! position for worst and best fit), so the choice is the same as if the
+//! hot block were in the order. A `replace` of another block takes that
+//! block out of the order and puts the hot block in: one removal and one
+//! insertion instead of a move.
 
-use crate::cells::Cells;
+use crate::cells::{self, Cells, Found};
 use crate::policy::{Order, Policy};
 use crate::registry::{RegionDesc, Registry};
 use crate::sizes::{self, SizeTree};
@@ -41,6 +55,10 @@ pub struct FreeIndex {
     order: Order,
     cells: Cells,
     sizes: SizeTree,
+    /// The hot block's address (0: none), region and size.
+    hot: usize,
+    hot_d: *const RegionDesc,
+    hot_units: u32,
 }
 
 // SAFETY: both structures own their mappings outright; moving the index to
@@ -63,7 +81,33 @@ impl FreeIndex {
             order,
             cells: Cells::new(secret),
             sizes: SizeTree::new(),
+            hot: 0,
+            hot_d: core::ptr::null(),
+            hot_units: 0,
         }
+    }
+
+    /// The hot block's region.
+    #[inline]
+    fn hot_desc(&self) -> &RegionDesc {
+        debug_assert!(self.hot != 0);
+        // SAFETY: while `hot` is set, `hot_d` is the descriptor of its live
+        // region: registry descriptors are never unmapped, and the hot
+        // block leaves (`remove`) before its region does.
+        unsafe { &*self.hot_d }
+    }
+
+    /// The hot block's address, if there is one and it holds `units`.
+    #[inline]
+    fn hot_fitting(&self, units: u32) -> Option<usize> {
+        (self.hot != 0 && self.hot_units >= units).then_some(self.hot)
+    }
+
+    #[inline]
+    fn set_hot(&mut self, d: &RegionDesc, addr: usize, units: u32) {
+        self.hot = addr;
+        self.hot_d = d;
+        self.hot_units = units;
     }
 
     /// The order kept.
@@ -73,10 +117,11 @@ impl FreeIndex {
 
     /// Number of free blocks.
     pub fn len(&self) -> usize {
-        match self.order {
-            Order::Position => self.cells.len(),
-            Order::Size => self.sizes.len(),
-        }
+        (self.hot != 0) as usize
+            + match self.order {
+                Order::Position => self.cells.len(),
+                Order::Size => self.sizes.len(),
+            }
     }
 
     /// Whether there is no free block.
@@ -124,9 +169,19 @@ impl FreeIndex {
         }
     }
 
-    /// Adds the free block at `addr` of region `d`, `units` long.
+    /// Adds the free block at `addr` of region `d`, `units` long (as the
+    /// hot block if there is none).
     #[inline]
     pub fn insert(&mut self, d: &RegionDesc, addr: usize, units: u32) {
+        if self.hot == 0 {
+            self.set_hot(d, addr, units);
+        } else {
+            self.insert_ordered(d, addr, units);
+        }
+    }
+
+    #[inline]
+    fn insert_ordered(&mut self, d: &RegionDesc, addr: usize, units: u32) {
         match self.order {
             Order::Position => self.cells.insert(d, addr, units),
             Order::Size => {
@@ -144,6 +199,15 @@ impl FreeIndex {
     /// Removes the free block at `addr`, which was `units` long.
     #[inline]
     pub fn remove(&mut self, d: &RegionDesc, addr: usize, units: u32) {
+        if addr == self.hot {
+            self.hot = 0;
+            return;
+        }
+        self.remove_ordered(d, addr, units);
+    }
+
+    #[inline]
+    fn remove_ordered(&mut self, d: &RegionDesc, addr: usize, units: u32) {
         match self.order {
             Order::Position => self.cells.remove(d, addr, units),
             Order::Size => self.sizes.remove(sizes::key(units, d.seq(), addr)),
@@ -153,6 +217,10 @@ impl FreeIndex {
     /// The free block at `addr` changed from `old` to `new` units in place.
     #[inline]
     pub fn resize(&mut self, d: &RegionDesc, addr: usize, old: u32, new: u32) {
+        if addr == self.hot {
+            self.hot_units = new;
+            return;
+        }
         match self.order {
             Order::Position => self.cells.resize(d, addr, old, new),
             Order::Size => self.replace_key(d, addr, old, addr, new),
@@ -160,7 +228,7 @@ impl FreeIndex {
     }
 
     /// The free block at `old` (`old_units`) is replaced by the one at `new`
-    /// (`new_units`), in the same region.
+    /// (`new_units`), in the same region; the new one is the hot block.
     #[inline]
     pub fn replace(
         &mut self,
@@ -170,10 +238,16 @@ impl FreeIndex {
         new: usize,
         new_units: u32,
     ) {
-        match self.order {
-            Order::Position => self.cells.replace(d, old, old_units, new, new_units),
-            Order::Size => self.replace_key(d, old, old_units, new, new_units),
+        if old != self.hot {
+            self.remove_ordered(d, old, old_units);
+            if self.hot != 0 {
+                let (h, hu) = (self.hot, self.hot_units);
+                // SAFETY: as in `hot_desc`; the reference is not tied to `self`.
+                let hd = unsafe { &*self.hot_d };
+                self.insert_ordered(hd, h, hu);
+            }
         }
+        self.set_hot(d, new, new_units);
     }
 
     fn replace_key(
@@ -195,7 +269,8 @@ impl FreeIndex {
     }
 
     /// The address of the block `policy` chooses for `units` (ARCHITECTURE.md
-    /// §3), given the next-fit rover (resolved to its region by the heap).
+    /// §3), given the next-fit rover (resolved to its region by the heap):
+    /// the order's answer or the hot block, whichever the policy ranks first.
     #[inline]
     pub fn choose(
         &mut self,
@@ -205,13 +280,63 @@ impl FreeIndex {
     ) -> Option<usize> {
         debug_assert!(policy.order() == self.order);
         match policy {
-            Policy::FirstFit => self.cells.first_fit(units),
-            Policy::NextFit => self.cells.next_fit(units, rover),
-            Policy::WorstFit => self.cells.worst_fit(units),
-            Policy::BestFit => self
-                .sizes
-                .lower_bound(sizes::key(units, 0, 0))
-                .map(sizes::key_addr),
+            Policy::FirstFit => {
+                let found = self.cells.first_fit(units);
+                match self.hot_fitting(units) {
+                    None => found.map(|f| f.addr),
+                    Some(h) => Some(self.earlier(found, h, 0)),
+                }
+            }
+            Policy::NextFit => {
+                let found = self.cells.next_fit(units, rover);
+                match self.hot_fitting(units) {
+                    None => found.map(|f| f.addr),
+                    Some(h) => {
+                        let from = rover.map_or(0, |(d, a)| cells::position(d, a));
+                        Some(self.earlier(found, h, from))
+                    }
+                }
+            }
+            Policy::WorstFit => {
+                let top = self.cells.top();
+                let hot = if self.hot != 0 { self.hot_units } else { 0 };
+                let most = top.max(hot);
+                if most == 0 || most < units {
+                    None
+                } else if hot < most {
+                    self.cells.first_fit(most).map(|f| f.addr)
+                } else if top < most {
+                    Some(self.hot)
+                } else {
+                    Some(self.earlier(self.cells.first_fit(most), self.hot, 0))
+                }
+            }
+            Policy::BestFit => {
+                let found = self.sizes.lower_bound(sizes::key(units, 0, 0));
+                match self.hot_fitting(units) {
+                    None => found.map(sizes::key_addr),
+                    Some(h) => {
+                        let hk = sizes::key(self.hot_units, self.hot_desc().seq(), h);
+                        Some(sizes::key_addr(found.map_or(hk, |k| k.min(hk))))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Of `found` (the position order's candidate) and the hot block at
+    /// `hot` (a candidate too), the first in list order counted from
+    /// position `from` and wrapping around: next fit's order, and first
+    /// fit's when `from` is 0.
+    #[inline]
+    fn earlier(&self, found: Option<Found>, hot: usize, from: usize) -> usize {
+        let Some(f) = found else { return hot };
+        let h = cells::position(self.hot_desc(), hot);
+        let rank = |p: usize| (p < from, p);
+        if rank(h) < rank(f.pos) {
+            hot
+        } else {
+            f.addr
         }
     }
 
@@ -247,17 +372,36 @@ impl FreeIndex {
         regions: &mut dyn Iterator<Item = u32>,
         visit: &mut dyn FnMut(usize, u32) -> Result<(), &'static str>,
     ) -> Result<usize, &'static str> {
-        match self.order {
-            Order::Position => self.cells.check(reg, regions, visit),
+        let mut hot_key = None;
+        let hot = if self.hot != 0 {
+            visit(self.hot, self.hot_units)?;
+            let d = reg.desc(reg.lookup(self.hot));
+            if !core::ptr::eq(d, self.hot_d) {
+                return Err("the hot block names the wrong region");
+            }
+            if self.order == Order::Position && self.cells.contains(d, self.hot) {
+                return Err("the hot block is indexed twice");
+            }
+            hot_key = Some(sizes::key(self.hot_units, d.seq(), self.hot));
+            1
+        } else {
+            0
+        };
+        let ordered = match self.order {
+            Order::Position => self.cells.check(reg, regions, visit)?,
             Order::Size => self.sizes.check(&mut |k| {
                 let (addr, units) = (sizes::key_addr(k), sizes::key_units(k));
+                if hot_key.is_some_and(|h| sizes::key_addr(h) == addr) {
+                    return Err("the hot block is indexed twice");
+                }
                 visit(addr, units)?;
                 let seq = reg.desc(reg.lookup(addr)).seq();
                 if sizes::key(units, seq, addr) != k {
                     return Err("size index key names the wrong region");
                 }
                 Ok(())
-            }),
-        }
+            })?,
+        };
+        Ok(hot + ordered)
     }
 }
