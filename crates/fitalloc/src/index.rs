@@ -229,7 +229,7 @@ impl FreeIndex {
 
     /// The free block at `old` (`old_units`) is replaced by the one at `new`
     /// (`new_units`), in the same region; the new one is the hot block.
-    #[inline]
+    #[inline(always)]
     pub fn replace(
         &mut self,
         d: &RegionDesc,
@@ -238,14 +238,32 @@ impl FreeIndex {
         new: usize,
         new_units: u32,
     ) {
-        if old != self.hot {
-            self.remove_ordered(d, old, old_units);
-            if self.hot != 0 {
-                let (h, hu) = (self.hot, self.hot_units);
-                // SAFETY: as in `hot_desc`; the reference is not tied to `self`.
-                let hd = unsafe { &*self.hot_d };
-                self.insert_ordered(hd, h, hu);
-            }
+        if old == self.hot {
+            // Same region: `hot_d` stays.
+            self.hot = new;
+            self.hot_units = new_units;
+        } else {
+            self.replace_ordered(d, old, old_units, new, new_units);
+        }
+    }
+
+    /// `replace` of a block of the order: it leaves the order, the hot
+    /// block joins it, the new block is hot.
+    #[inline]
+    fn replace_ordered(
+        &mut self,
+        d: &RegionDesc,
+        old: usize,
+        old_units: u32,
+        new: usize,
+        new_units: u32,
+    ) {
+        self.remove_ordered(d, old, old_units);
+        if self.hot != 0 {
+            let (h, hu) = (self.hot, self.hot_units);
+            // SAFETY: as in `hot_desc`; the reference is not tied to `self`.
+            let hd = unsafe { &*self.hot_d };
+            self.insert_ordered(hd, h, hu);
         }
         self.set_hot(d, new, new_units);
     }
