@@ -39,6 +39,8 @@ pub struct MaxTree {
     levels: usize,
     /// Where each level's groups start, in groups from `base`.
     start: [usize; MAX_LEVELS],
+    /// Each level's first entry (`base + start[level]`, as entries).
+    level: [*mut u32; MAX_LEVELS],
     base: *mut Group,
     /// Groups mapped.
     groups: usize,
@@ -117,6 +119,7 @@ impl MaxTree {
             cap: 0,
             levels: 0,
             start: [0; MAX_LEVELS],
+            level: [core::ptr::null_mut(); MAX_LEVELS],
             base: core::ptr::null_mut(),
             groups: 0,
             top: 0,
@@ -141,6 +144,10 @@ impl MaxTree {
         }
         let bytes = total * core::mem::size_of::<Group>();
         t.base = os::map_meta(bytes)? as *mut Group;
+        for l in 0..t.levels {
+            // SAFETY: `start[l]` is a group of the mapping just made.
+            t.level[l] = unsafe { t.base.add(t.start[l]) } as *mut u32;
+        }
         t.groups = total;
         t.cap = cap;
         Some(t)
@@ -161,20 +168,23 @@ impl MaxTree {
     fn group(&self, level: usize, g: usize) -> &Group {
         debug_assert!(level < self.levels && self.start[level] + g < self.groups);
         // SAFETY: `start[level] + g` is a group of the mapping (levels are
-        // laid out by `new` to hold every group they can be asked for).
-        unsafe { &*self.base.add(self.start[level] + g) }
+        // laid out by `new` to hold every group they can be asked for), and
+        // `self.level[level]` is its level's first group.
+        unsafe { &*(self.level[level].add(g * FAN) as *const Group) }
     }
 
     #[inline]
     fn entry(&self, level: usize, i: usize) -> u32 {
-        self.group(level, i / FAN).0[i % FAN]
+        debug_assert!(level < self.levels && self.start[level] + i / FAN < self.groups);
+        // SAFETY: as in `group`: entry `i` of `level` is in the mapping.
+        unsafe { *self.level[level].add(i) }
     }
 
     #[inline]
     fn set_entry(&mut self, level: usize, i: usize, v: u32) {
         debug_assert!(level < self.levels && self.start[level] + i / FAN < self.groups);
-        // SAFETY: as in `group`, with the tree borrowed mutably.
-        unsafe { (*self.base.add(self.start[level] + i / FAN)).0[i % FAN] = v }
+        // SAFETY: as in `entry`, with the tree borrowed mutably.
+        unsafe { *self.level[level].add(i) = v }
     }
 
     /// Leaf `i`.
