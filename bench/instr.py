@@ -9,7 +9,7 @@ counts is the cost of one operation, with the setup (and valgrind's own
 start-up) cancelled out. Deterministic: the same library gives the same
 figures on any machine load.
 
-    bench/instr.py [--only churn,frag,...] [--policies] [--so PATH]
+    bench/instr.py [--only churn,frag,...] [--policies] [--programs] [--so PATH]
 
 Rows (an operation is one malloc plus one free):
   churn           row a: live=20000, ops 100000 vs 200000
@@ -19,6 +19,12 @@ Rows (an operation is one malloc plus one free):
                   it and allocates another of 8..512 B, nothing to search:
                   the fixed cost of a call
 With --policies, fitalloc runs the frag rows under all four policies.
+With --programs, a second table gives the instructions of whole runs of
+row f's allocation-heavy programs (python3 PYTHONMALLOC=malloc and perl at
+a tenth of their bench scale): these count the program's own work too, so
+their ratio is what the time ratio would be if every instruction cost the
+same. (python varies by up to about 1% between runs even with a fixed hash
+seed.)
 """
 import argparse
 import glob
@@ -45,6 +51,18 @@ def rows():
         ("frag-n1e5", lambda k: [b("frag"), "n=100000", "iters=%d" % k], 20000, 120000, steps, True),
         ("frag2-n1e2", lambda k: [b("frag_distinct"), "n=100", "iters=%d" % k], 20000, 120000, steps, True),
         ("frag2-n1e4", lambda k: [b("frag_distinct"), "n=10000", "iters=%d" % k], 20000, 120000, steps, True),
+    ]
+
+
+def programs():
+    """(key, argv, environment) of the whole-program rows."""
+    py = os.environ.get("BENCH_PYTHON") or (
+        "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable)
+    work = os.path.join(BENCH, "workloads")
+    return [
+        ("python-malloc", [py, os.path.join(work, "pywork.py"), "0.1"],
+         {"PYTHONMALLOC": "malloc", "PYTHONHASHSEED": "0"}),
+        ("perl", ["perl", os.path.join(work, "perlwork.pl"), "0.1"], {}),
     ]
 
 
@@ -82,6 +100,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="row keys or prefixes, comma-separated")
     ap.add_argument("--policies", action="store_true", help="frag rows under every policy")
+    ap.add_argument("--programs", action="store_true", help="also whole runs of python and perl")
     ap.add_argument("--so", default=os.path.join(ROOT, "allocator.so"), help="the fitalloc library")
     args = ap.parse_args()
     if subprocess.run(["valgrind", "--version"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode:
@@ -100,6 +119,14 @@ def main():
                 vals.append(per_op(row, so, {"ALLOCATOR_ALGORITHM": p}) if row[5] else None)
         cells = ["%.0f" % v if v is not None else "-" for v in vals]
         print("| %s | %s | %.2f |" % (row[0], " | ".join(cells), vals[1] / vals[0]), flush=True)
+    if args.programs:
+        print()
+        print("instructions of whole program runs under callgrind, millions")
+        print("| program | glibc | fitalloc | fitalloc / glibc |")
+        print("|---|---:|---:|---:|")
+        for key, argv, env in programs():
+            g, f = instructions(argv, None, env), instructions(argv, so, env)
+            print("| %s | %.1f | %.1f | %.3f |" % (key, g / 1e6, f / 1e6, f / g), flush=True)
 
 
 if __name__ == "__main__":
