@@ -55,7 +55,7 @@ pub struct FreeIndex {
     order: Order,
     cells: Cells,
     sizes: SizeTree,
-    /// The hot block's address (0: none), region and size.
+    /// The hot block's address and size (both 0: none), and its region.
     hot: usize,
     hot_d: *const RegionDesc,
     hot_units: u32,
@@ -87,9 +87,10 @@ impl FreeIndex {
         }
     }
 
-    /// The hot block's region.
+    /// The hot block's region (not tied to `self`: descriptors live as
+    /// long as the process).
     #[inline]
-    fn hot_desc(&self) -> &RegionDesc {
+    fn hot_desc(&self) -> &'static RegionDesc {
         debug_assert!(self.hot != 0);
         // SAFETY: while `hot` is set, `hot_d` is the descriptor of its live
         // region: registry descriptors are never unmapped, and the hot
@@ -100,7 +101,8 @@ impl FreeIndex {
     /// The hot block's address, if there is one and it holds `units`.
     #[inline]
     fn hot_fitting(&self, units: u32) -> Option<usize> {
-        (self.hot != 0 && self.hot_units >= units).then_some(self.hot)
+        debug_assert!(units > 0);
+        (self.hot_units >= units).then_some(self.hot)
     }
 
     #[inline]
@@ -201,6 +203,7 @@ impl FreeIndex {
     pub fn remove(&mut self, d: &RegionDesc, addr: usize, units: u32) {
         if addr == self.hot {
             self.hot = 0;
+            self.hot_units = 0;
             return;
         }
         self.remove_ordered(d, addr, units);
@@ -260,10 +263,7 @@ impl FreeIndex {
     ) {
         self.remove_ordered(d, old, old_units);
         if self.hot != 0 {
-            let (h, hu) = (self.hot, self.hot_units);
-            // SAFETY: as in `hot_desc`; the reference is not tied to `self`.
-            let hd = unsafe { &*self.hot_d };
-            self.insert_ordered(hd, h, hu);
+            self.insert_ordered(self.hot_desc(), self.hot, self.hot_units);
         }
         self.set_hot(d, new, new_units);
     }
@@ -316,8 +316,7 @@ impl FreeIndex {
                 }
             }
             Policy::WorstFit => {
-                let top = self.cells.top();
-                let hot = if self.hot != 0 { self.hot_units } else { 0 };
+                let (top, hot) = (self.cells.top(), self.hot_units);
                 let most = top.max(hot);
                 if most == 0 || most < units {
                     None
@@ -390,6 +389,9 @@ impl FreeIndex {
         regions: &mut dyn Iterator<Item = u32>,
         visit: &mut dyn FnMut(usize, u32) -> Result<(), &'static str>,
     ) -> Result<usize, &'static str> {
+        if (self.hot == 0) != (self.hot_units == 0) {
+            return Err("the hot block's address and size disagree");
+        }
         let mut hot_key = None;
         let hot = if self.hot != 0 {
             visit(self.hot, self.hot_units)?;
