@@ -11,7 +11,8 @@
 //!   (the first thread gets 0), kept in a pthread key whose destructor gives
 //!   it back when the thread exits. Every [`crate::global::Shared`] uses
 //!   arena `slot` for that thread, so a thread's malloc and free of its own
-//!   blocks take only its own arena's lock, which nobody else wants.
+//!   blocks enter only its own arena's lock, as its owner: two plain
+//!   stores and a load ([`crate::lock::OwnedLock`]).
 //! - A block freed by **another** thread is pushed onto its arena's
 //!   [`Remote`] list (one compare-and-swap); the arena's user folds the list
 //!   into its heap at its next call. The list is linked through the freed
@@ -21,7 +22,8 @@
 //!   (it exited) or that grows past [`REMOTE_LIMIT`] is folded by the
 //!   pusher itself, under the arena's lock: no list grows without bound.
 //! - More than [`MAX_ARENAS`] live threads share arenas (the lock makes
-//!   that correct, only slower).
+//!   that correct, only slower): such a thread's slot carries [`SHARED`],
+//!   and is not given back when it exits.
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
@@ -32,6 +34,11 @@ use crate::os;
 pub const MAX_ARENAS: usize = 1024;
 /// A remote list this long is folded by the thread that pushes onto it.
 pub const REMOTE_LIMIT: u64 = 1024;
+/// In a [`my_slot`] answer: the thread did not get a slot of its own (more
+/// live threads than arenas) and shares this one.
+pub const SHARED: usize = 1 << 15;
+/// In a [`my_slot`] answer: the slot number.
+pub const SLOT_MASK: usize = MAX_ARENAS - 1;
 
 static TAKEN: [AtomicU64; MAX_ARENAS / 64] = [const { AtomicU64::new(0) }; MAX_ARENAS / 64];
 /// The pthread key holding each thread's slot + 1 (stored as key + 1; 0:
@@ -127,7 +134,8 @@ pub fn prepare_threads() {
     let _ = thread_key();
 }
 
-/// The calling thread's slot (its arena number).
+/// The calling thread's slot (its arena number, `& SLOT_MASK`), with
+/// [`SHARED`] set if it shares it.
 #[inline]
 pub fn my_slot() -> usize {
     if os::single_threaded() && MAIN_SET.load(Relaxed) != 0 {
@@ -158,9 +166,10 @@ fn my_slot_from_key() -> usize {
         }
     }
     let slot = claim().unwrap_or_else(|| {
-        // More live threads than arenas: share one, chosen by thread.
+        // More live threads than arenas: share one, chosen by thread (and
+        // not given back when the thread exits).
         // SAFETY: pthread_self has no preconditions and does not allocate.
-        (unsafe { libc::pthread_self() } as usize >> 12) % MAX_ARENAS
+        ((unsafe { libc::pthread_self() } as usize >> 12) % MAX_ARENAS) | SHARED
     });
     if let Some(k) = key {
         // SAFETY: setting this thread's value of our key; for keys below 32

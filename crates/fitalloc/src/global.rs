@@ -9,7 +9,8 @@
 //! that arena's remote list and freed there at its next call.
 //!
 //! Every operation on an arena goes through `Shared::run`, the hot path:
-//! take the arena's lock (none while the process has a single thread), make
+//! enter the arena's lock (as its owner, without a read-modify-write; none
+//! while the process has a single thread), make
 //! sure the heap exists and the options are current (one comparison when
 //! `environ` did not change), fold in remote frees (one load when there are
 //! none), run the operation; counting calls, tracing and checking the heap
@@ -23,7 +24,7 @@ use crate::arena::{self, Remote, MAX_ARENAS, REMOTE_LIMIT};
 use crate::block::{self, ALIGN, HEADER};
 use crate::cache::CachedPages;
 use crate::heap::{Counters, Heap, Misuse, Policy};
-use crate::lock::{Lock, RawLock};
+use crate::lock::{Lock, OwnedLock, RawLock};
 use crate::options::Options;
 use crate::os::{self, PageSource};
 use crate::registry::{Registry, RELEASED};
@@ -178,7 +179,7 @@ impl Arena {
 /// other threads write it, the arena's thread mostly reads it).
 #[repr(align(64))]
 struct Slot {
-    lock: RawLock,
+    lock: OwnedLock,
     arena: UnsafeCell<Arena>,
     remote: Remote,
 }
@@ -211,6 +212,30 @@ pub struct Shared {
 // SAFETY: every arena is used only under its lock (or while the process has
 // one thread); chunks are published once and never freed.
 unsafe impl Sync for Shared {}
+
+/// Who runs an operation on an arena.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Who {
+    /// The thread whose slot it is: enters without the lock.
+    Owner,
+    /// One of the threads that share the slot (more live threads than
+    /// arenas): the lock, for every thread, for good.
+    Sharer,
+    /// Any other thread: the lock, the owner shut out meanwhile.
+    Other,
+}
+
+impl Who {
+    /// The calling thread, for its own slot `s` (from `arena::my_slot`).
+    #[inline]
+    fn of(s: usize) -> Who {
+        if s & arena::SHARED != 0 {
+            Who::Sharer
+        } else {
+            Who::Owner
+        }
+    }
+}
 
 /// What an operation returned, as far as `run` needs to know.
 trait Outcome {
@@ -298,7 +323,7 @@ impl Shared {
                 // SAFETY: the mapping holds CHUNK slots, none initialised yet.
                 unsafe {
                     core::ptr::addr_of_mut!((*chunk)[s]).write(Slot {
-                        lock: RawLock::new(),
+                        lock: OwnedLock::new(),
                         arena: UnsafeCell::new(Arena::new()),
                         remote: Remote::new(),
                     })
@@ -342,22 +367,25 @@ impl Shared {
         }
     }
 
-    /// Runs `f` on arena `i`'s heap (see the module docs); `trace` turns the
-    /// result into a trace record when tracing.
+    /// Runs `f` on arena `i`'s heap (see the module docs) as `who`;
+    /// `trace` turns the result into a trace record when tracing.
     #[inline]
     fn run<R: Outcome>(
         &self,
         i: usize,
+        who: Who,
         call: Call,
         f: impl FnOnce(&mut ProcessHeap) -> R,
         trace: impl FnOnce(&R) -> Option<Record>,
     ) -> R {
         let slot = self.slot(i);
-        let threaded = !os::single_threaded();
-        if threaded {
-            slot.lock.acquire();
-        }
-        // SAFETY: this thread holds the arena's lock, or is the only thread.
+        let entry = (!os::single_threaded()).then(|| match who {
+            Who::Owner => slot.lock.enter_owner(),
+            Who::Sharer => slot.lock.enter(true),
+            Who::Other => slot.lock.enter(false),
+        });
+        // SAFETY: this thread is inside the arena's lock (as its owner or
+        // with the lock), or is the only thread.
         let a = unsafe { &mut *slot.arena.get() };
         if a.heap.is_none() || a.options.stale() {
             self.refresh(i, a);
@@ -366,8 +394,8 @@ impl Shared {
             self.fold(slot, a);
         }
         let r = self.apply(a, call, f, trace);
-        if threaded {
-            slot.lock.release();
+        if let Some(e) = entry {
+            slot.lock.exit(e);
         }
         r
     }
@@ -468,7 +496,7 @@ impl Shared {
         if foreign_block(id, p).is_err() {
             // Let the owner's heap say exactly what is wrong (nothing
             // changes: the block is not valid).
-            return self.run(i, Call::Free, |h| h.free_in(id, p), |_| None);
+            return self.run(i, Who::Other, Call::Free, |h| h.free_in(id, p), |_| None);
         }
         let slot = self.slot(i);
         // SAFETY: `p` is the payload of a used block of a live region that
@@ -489,15 +517,18 @@ impl Shared {
     fn fold_for(&self, i: usize, wait: bool) {
         let slot = self.slot(i);
         loop {
-            if wait {
-                slot.lock.acquire();
-            } else if !slot.lock.try_acquire() {
-                return;
-            }
-            // SAFETY: we hold the arena's lock.
+            let e = if wait {
+                slot.lock.enter(false)
+            } else {
+                let Some(e) = slot.lock.try_enter() else {
+                    return;
+                };
+                e
+            };
+            // SAFETY: we hold the arena's lock (its owner shut out).
             let a = unsafe { &mut *slot.arena.get() };
             self.fold(slot, a);
-            slot.lock.release();
+            slot.lock.exit(e);
             if slot.remote.is_empty() || arena::slot_taken(i) {
                 return;
             }
@@ -516,7 +547,10 @@ impl Shared {
         op: Op,
         f: impl FnOnce(&mut ProcessHeap) -> Option<usize>,
     ) -> Option<usize> {
-        self.run(arena::my_slot(), call, f, |&r| record(op, r))
+        let s = arena::my_slot();
+        self.run(s & arena::SLOT_MASK, Who::of(s), call, f, |&r| {
+            record(op, r)
+        })
     }
 
     /// `malloc` (counted as `call`).
@@ -556,11 +590,16 @@ impl Shared {
         self.alloc_op(Call::MallocName, op, |h| h.malloc_named(size, name))
     }
 
-    /// Whether arena `i` is the calling thread's (always, while the
-    /// process has a single thread).
+    /// How the calling thread uses arena `i` if it is its own (always,
+    /// while the process has a single thread); `None` if it is another
+    /// thread's.
     #[inline]
-    fn is_mine(i: usize) -> bool {
-        os::single_threaded() || i == arena::my_slot()
+    fn mine(i: usize) -> Option<Who> {
+        if os::single_threaded() {
+            return Some(Who::Owner);
+        }
+        let s = arena::my_slot();
+        (s & arena::SLOT_MASK == i).then(|| Who::of(s))
     }
 
     /// `realloc` of a non-null pointer to a non-zero size. In the arena
@@ -572,11 +611,12 @@ impl Shared {
             size: size as u64,
         };
         let (i, id) = self.arena_of(p)?;
-        if !Self::is_mine(i) {
+        let Some(who) = Self::mine(i) else {
             return self.realloc_remote(call, i, id, p, size);
-        }
+        };
         self.run(
             i,
+            who,
             call,
             |h| h.realloc_in(id, p, size),
             |r| record(op, *r.as_ref().ok()?),
@@ -594,7 +634,8 @@ impl Shared {
         size: usize,
     ) -> Result<Option<usize>, Misuse> {
         let Ok(b) = foreign_block(id, p) else {
-            return self.run(i, call, |h| h.realloc_in(id, p, 0).map(|_| None), |_| None);
+            let f = |h: &mut ProcessHeap| h.realloc_in(id, p, 0).map(|_| None);
+            return self.run(i, Who::Other, call, f, |_| None);
         };
         if size <= b.usable() {
             return Ok(Some(p));
@@ -618,12 +659,13 @@ impl Shared {
     #[inline]
     pub fn free(&self, call: Call, p: usize) -> Result<(), Misuse> {
         let (i, id) = self.arena_of(p)?;
-        if !Self::is_mine(i) {
+        let Some(who) = Self::mine(i) else {
             return self.free_remote(i, id, p);
-        }
+        };
         let op = Op::Free { ptr: p as u64 };
         self.run(
             i,
+            who,
             call,
             |h| h.free_in(id, p),
             |r| r.ok().and_then(|_| record(op, None)),
@@ -633,26 +675,50 @@ impl Shared {
     /// `malloc_usable_size` of a non-null pointer.
     pub fn usable_size(&self, p: usize) -> Result<usize, Misuse> {
         let (i, id) = self.arena_of(p)?;
-        if !Self::is_mine(i) {
+        let who = Self::mine(i);
+        if who.is_none() {
             if let Ok(b) = foreign_block(id, p) {
                 return Ok(b.usable());
             }
         }
-        self.run(i, Call::UsableSize, |h| h.usable_size_in(id, p), |_| None)
+        let who = who.unwrap_or(Who::Other);
+        self.run(
+            i,
+            who,
+            Call::UsableSize,
+            |h| h.usable_size_in(id, p),
+            |_| None,
+        )
     }
 
     // -----------------------------------------------------------------------
     // Looking at every arena.
 
+    /// Takes every arena's lock (in index order) and shuts their owners out
+    /// (one barrier for all).
+    fn lock_all(&self) {
+        let mut barrier = false;
+        for slot in self.slots() {
+            barrier |= slot.lock.lock_closing(false);
+        }
+        if barrier {
+            OwnedLock::barrier();
+            for slot in self.slots() {
+                slot.lock.wait_owner();
+            }
+        }
+    }
+
     /// Locks every arena (in index order), folds the remote frees, and runs
     /// `f` on the heaps that exist, in arena order.
     pub fn with_heaps<R>(&self, f: impl FnOnce(&Heaps<'_>) -> R) -> R {
         let threaded = !os::single_threaded();
+        if threaded {
+            self.lock_all();
+        }
         for slot in self.slots() {
-            if threaded {
-                slot.lock.acquire();
-            }
-            // SAFETY: we hold the arena's lock.
+            // SAFETY: we hold the arena's lock (its owner shut out), or
+            // are the only thread.
             self.fold(slot, unsafe { &mut *slot.arena.get() });
         }
         let r = f(&Heaps { shared: self });
@@ -674,7 +740,15 @@ impl Shared {
     /// The policy of the calling thread's arena.
     pub fn policy(&self) -> Policy {
         let mut p = Policy::default();
-        self.run(arena::my_slot(), Call::Malloc, |h| p = h.policy(), |_| None);
+        let s = arena::my_slot();
+        let who = Who::of(s);
+        self.run(
+            s & arena::SLOT_MASK,
+            who,
+            Call::Malloc,
+            |h| p = h.policy(),
+            |_| None,
+        );
         p
     }
 
@@ -744,9 +818,7 @@ impl Shared {
     /// Fork "prepare" handler: takes every lock and writes out the trace.
     pub fn fork_prepare(&self) {
         self.grow.acquire();
-        for slot in self.slots() {
-            slot.lock.acquire();
-        }
+        self.lock_all();
         self.trace.raw().acquire();
         // SAFETY: this thread holds the trace lock (taken just above) and no
         // guard exists, so this is the only access until parent/child.

@@ -180,3 +180,354 @@ impl<T> Drop for Guard<'_, T> {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The arena lock: free for its owner thread.
+
+/// `open`: the owner may enter without the lock.
+const OPEN: u32 = 1;
+/// `open`: closed, and the owner reopens it at its next (locked) entry.
+const CLOSED: u32 = 0;
+/// `open`: closed for good (threads share the arena).
+const PINNED: u32 = 2;
+
+/// Whether [`OwnedLock`]s let their owners in without the lock: 0 not known
+/// yet, 1 yes (the process is registered for expedited `membarrier`), 2 no.
+static BIASED: AtomicU32 = AtomicU32::new(0);
+
+/// Whether owners enter without the lock; the first call registers the
+/// process for `MEMBARRIER_CMD_PRIVATE_EXPEDITED` and the first answer
+/// stands for the life of the process.
+#[inline]
+pub fn biased() -> bool {
+    match BIASED.load(Relaxed) {
+        1 => true,
+        2 => false,
+        _ => decide_bias(),
+    }
+}
+
+#[cold]
+fn decide_bias() -> bool {
+    // SAFETY: membarrier registration takes no pointers.
+    let r = crate::os::keep_errno(|| unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            libc::MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+            0,
+            0,
+        )
+    });
+    let want = if r == 0 { 1 } else { 2 };
+    match BIASED.compare_exchange(0, want, Relaxed, Relaxed) {
+        Ok(_) => want == 1,
+        Err(now) => now == 1,
+    }
+}
+
+/// Makes every running thread of the process execute a full memory
+/// barrier (and every other one will have one before it runs again).
+fn barrier_everywhere() {
+    // SAFETY: the process registered for this command in `decide_bias`
+    // (the only way `biased()` is true); it takes no pointers.
+    let r = crate::os::keep_errno(|| unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED,
+            0,
+            0,
+        )
+    });
+    if r != 0 {
+        crate::eprint_raw!("fitalloc: membarrier failed\n");
+        crate::os::abort();
+    }
+}
+
+/// How a thread entered an [`OwnedLock`]; give it back to `exit`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[must_use]
+pub enum Entry {
+    /// The owner, without the lock.
+    Owner,
+    /// With the lock.
+    Locked,
+}
+
+/// A lock with an owner thread that enters and leaves with two plain
+/// stores and a load (no read-modify-write, no fence), while any other
+/// thread takes the lock and first shuts the owner out.
+///
+/// The owner's entry: store `busy = 1`, then load `open`; if the lock is
+/// open it is in. Another thread takes `lock`, stores `open = CLOSED`,
+/// makes every running thread execute a memory barrier (`membarrier`,
+/// which is what replaces the owner's own fence), then waits for `busy ==
+/// 0`. After that barrier the owner either had already stored `busy = 1`
+/// (and the closer sees it and waits for its exit) or loads `open` after
+/// the store of `CLOSED` (and takes the lock instead): the two cannot both
+/// miss each other. A closed lock stays closed until its owner enters
+/// again: it then takes the lock (waiting for whoever holds it), reopens
+/// it, and enters the next time without it; so a thread that often visits
+/// an arena whose owner is idle (folding its remote list) pays for the
+/// barrier once. Without `membarrier` ([`biased`] false) everyone takes
+/// the lock.
+///
+/// Which thread is the owner is the caller's business: at most one thread
+/// may use `enter_owner` at a time.
+pub struct OwnedLock {
+    lock: RawLock,
+    busy: AtomicU32,
+    open: AtomicU32,
+}
+
+impl Default for OwnedLock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OwnedLock {
+    /// An unlocked lock, closed (its owner takes the lock once).
+    pub const fn new() -> OwnedLock {
+        OwnedLock {
+            lock: RawLock::new(),
+            busy: AtomicU32::new(0),
+            open: AtomicU32::new(CLOSED),
+        }
+    }
+
+    /// Enters as the owner.
+    #[inline]
+    pub fn enter_owner(&self) -> Entry {
+        if biased() {
+            self.busy.store(1, Relaxed);
+            // Keeps the compiler from loading `open` before the store; the
+            // processor's own reordering is what the closer's barrier
+            // covers.
+            core::sync::atomic::compiler_fence(SeqCst);
+            if self.open.load(Acquire) == OPEN {
+                return Entry::Owner;
+            }
+            self.busy.store(0, Release);
+        }
+        self.enter_owner_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn enter_owner_slow(&self) -> Entry {
+        self.lock.acquire();
+        if biased() && self.open.load(Relaxed) == CLOSED {
+            self.open.store(OPEN, Relaxed);
+        }
+        Entry::Locked
+    }
+
+    /// Leaves, after `enter_owner` or `enter`.
+    #[inline]
+    pub fn exit(&self, e: Entry) {
+        match e {
+            Entry::Owner => self.busy.store(0, Release),
+            Entry::Locked => self.lock.release(),
+        }
+    }
+
+    /// Enters as any thread but the owner: takes the lock and shuts the
+    /// owner out. `share`: the caller will come again and again (threads
+    /// share the arena), so the owner stays on the lock too.
+    pub fn enter(&self, share: bool) -> Entry {
+        if self.lock_closing(share) {
+            barrier_everywhere();
+            self.wait_owner();
+        }
+        Entry::Locked
+    }
+
+    /// Enters as any thread but the owner if nobody holds the lock.
+    pub fn try_enter(&self) -> Option<Entry> {
+        if !self.lock.try_acquire() {
+            return None;
+        }
+        if self.close(false) {
+            barrier_everywhere();
+            self.wait_owner();
+        }
+        Some(Entry::Locked)
+    }
+
+    /// Takes the lock and closes it; true if it was open, in which case
+    /// the caller must run [`OwnedLock::barrier`] and then `wait_owner`
+    /// before it touches what the lock guards. (Split so that a thread
+    /// taking many locks needs one barrier.)
+    pub fn lock_closing(&self, share: bool) -> bool {
+        self.lock.acquire();
+        self.close(share)
+    }
+
+    fn close(&self, share: bool) -> bool {
+        let was = self.open.load(Relaxed);
+        let now = if share || was == PINNED {
+            PINNED
+        } else {
+            CLOSED
+        };
+        if was != now {
+            self.open.store(now, Relaxed);
+        }
+        was == OPEN
+    }
+
+    /// The barrier of [`OwnedLock::lock_closing`] (one for any number of
+    /// locks closed before it).
+    pub fn barrier() {
+        barrier_everywhere();
+    }
+
+    /// Waits until the owner has left (after the barrier).
+    pub fn wait_owner(&self) {
+        let mut spins = 0u32;
+        while self.busy.load(Acquire) != 0 {
+            spins += 1;
+            if spins < 200 {
+                core::hint::spin_loop();
+            } else {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+        }
+    }
+
+    /// Releases a lock taken with `lock_closing`.
+    pub fn release(&self) {
+        self.lock.release();
+    }
+
+    /// For the child of `fork` (only the forking thread lives): frees the
+    /// lock, which stays closed (the owner reopens it).
+    pub fn reset(&self) {
+        self.busy.store(0, Relaxed);
+        self.lock.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Two words that every holder changes one after the other, with a
+    /// pause between: two holders at once lose an update or see them
+    /// differ.
+    struct Guarded {
+        lock: OwnedLock,
+        pair: UnsafeCell<[u64; 2]>,
+    }
+
+    // SAFETY: `pair` is only touched inside `lock`.
+    unsafe impl Sync for Guarded {}
+
+    fn bump(g: &Guarded) {
+        // SAFETY: called only inside `g.lock`.
+        let pair = unsafe { &mut *g.pair.get() };
+        let a = core::hint::black_box(pair[0]);
+        assert_eq!(a, pair[1], "two threads inside the lock at once");
+        for _ in 0..500 {
+            core::hint::spin_loop();
+        }
+        pair[0] = a + 1;
+        core::hint::black_box(&pair);
+        pair[1] = a + 1;
+    }
+
+    #[test]
+    fn the_owner_and_others_never_overlap() {
+        let g = Arc::new(Guarded {
+            lock: OwnedLock::new(),
+            pair: UnsafeCell::new([0, 0]),
+        });
+        let (owner_steps, other_steps) = (50_000u64, 2_000u64);
+        let owner = {
+            let g = g.clone();
+            std::thread::spawn(move || {
+                let mut fast = 0u64;
+                for _ in 0..owner_steps {
+                    let e = g.lock.enter_owner();
+                    fast += (e == Entry::Owner) as u64;
+                    bump(&g);
+                    g.lock.exit(e);
+                }
+                fast
+            })
+        };
+        let others: std::vec::Vec<_> = (0..2)
+            .map(|k| {
+                let g = g.clone();
+                std::thread::spawn(move || {
+                    for n in 0..other_steps {
+                        let e = if (n + k) % 3 == 0 {
+                            match g.lock.try_enter() {
+                                Some(e) => e,
+                                None => g.lock.enter(false),
+                            }
+                        } else {
+                            g.lock.enter(false)
+                        };
+                        bump(&g);
+                        g.lock.exit(e);
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        let fast = owner.join().unwrap();
+        for t in others {
+            t.join().unwrap();
+        }
+        // SAFETY: every thread that used the lock has been joined.
+        let pair = unsafe { *g.pair.get() };
+        assert_eq!(pair, [owner_steps + 2 * other_steps; 2]);
+        if biased() {
+            // Each visit of another thread costs the owner at most one
+            // locked entry.
+            assert!(
+                fast >= owner_steps - 2 * other_steps - 1,
+                "fast entries {fast}"
+            );
+        } else {
+            assert_eq!(fast, 0);
+        }
+    }
+
+    #[test]
+    fn closed_until_the_owner_comes_back_pinned_for_good() {
+        let l = OwnedLock::new();
+        let first = l.enter_owner();
+        assert_eq!(first, Entry::Locked, "a new lock is closed");
+        l.exit(first);
+        let want = if biased() {
+            Entry::Owner
+        } else {
+            Entry::Locked
+        };
+        let e = l.enter_owner();
+        assert_eq!(e, want);
+        l.exit(e);
+        let e = l.enter(false);
+        l.exit(e);
+        let e = l.enter_owner();
+        assert_eq!(e, Entry::Locked, "another thread closed it");
+        l.exit(e);
+        let e = l.enter_owner();
+        assert_eq!(e, want, "its owner reopened it");
+        l.exit(e);
+        let e = l.enter(true);
+        l.exit(e);
+        for _ in 0..3 {
+            let e = l.enter_owner();
+            assert_eq!(e, Entry::Locked, "shared: the lock for everyone");
+            l.exit(e);
+        }
+        assert!(!l.lock_closing(false), "a pinned lock needs no barrier");
+        l.release();
+    }
+}
