@@ -316,10 +316,10 @@ impl<S: PageSource> Heap<S> {
     /// (`region` = `registry().lookup(p)`, whatever it returned).
     #[inline]
     pub fn free_in(&mut self, region: u32, p: usize) -> Result<(), Misuse> {
-        let (b, d) = self.block_in(region, p)?;
+        let (b, d, (prev, next)) = self.block_in(region, p)?;
         verify_guard(b);
         self.counters.in_use -= b.size();
-        self.release(b, d);
+        self.release_between(b, d, prev, next);
         Ok(())
     }
 
@@ -336,7 +336,7 @@ impl<S: PageSource> Heap<S> {
         p: usize,
         size: usize,
     ) -> Result<Option<usize>, Misuse> {
-        let (b, d) = self.block_in(region, p)?;
+        let (b, d, _) = self.block_in(region, p)?;
         verify_guard(b);
         let Some(need) = block::need(size, b.is_named()) else {
             return Ok(None);
@@ -387,7 +387,7 @@ impl<S: PageSource> Heap<S> {
     /// `usable_size` when the caller already looked `p` up (as `free_in`).
     /// All of them may be written: a check-mode canary is dropped.
     pub fn usable_size_in(&mut self, region: u32, p: usize) -> Result<usize, Misuse> {
-        let (b, _) = self.block_in(region, p)?;
+        let (b, _, _) = self.block_in(region, p)?;
         verify_guard(b);
         let slack = b.slack();
         if slack != 0 {
@@ -604,9 +604,22 @@ impl<S: PageSource> Heap<S> {
     /// `in_use` is the caller's job. The merged block keeps the name of its
     /// lowest block (SPEC §5).
     fn release(&mut self, b: Block, d: &RegionDesc) {
-        let secret = self.secret;
         let prev = b.prev().filter(|a| a.is_free());
         let next = next_in(d, b).filter(|c| c.is_free());
+        self.release_between(b, d, prev, next);
+    }
+
+    /// `release` when the caller knows `b`'s free neighbours (`block_in`
+    /// returns them).
+    #[inline]
+    fn release_between(
+        &mut self,
+        b: Block,
+        d: &RegionDesc,
+        prev: Option<Block>,
+        next: Option<Block>,
+    ) {
+        let secret = self.secret;
         let start = prev.map_or(b.addr(), |a| a.addr());
         let end = next.map_or(b.end(), |c| c.end());
         // A write into a free neighbour is caught before the merge hides it.
@@ -837,11 +850,16 @@ impl<S: PageSource> Heap<S> {
         }
     }
 
-    /// Validates a user pointer and returns its used block and the block's
-    /// region; `id` is what the page map says of `p`. Reads no memory
-    /// before the page map has said that `p` lies in one of our regions.
+    /// Validates a user pointer and returns its used block, the block's
+    /// region and its free neighbours (before, after); `id` is what the
+    /// page map says of `p`. Reads no memory before the page map has said
+    /// that `p` lies in one of our regions.
     #[inline]
-    fn block_in(&self, id: u32, p: usize) -> Result<(Block, &'static RegionDesc), Misuse> {
+    fn block_in(
+        &self,
+        id: u32,
+        p: usize,
+    ) -> Result<(Block, &'static RegionDesc, Neighbours), Misuse> {
         if id == crate::registry::RELEASED {
             return Err(Misuse::DoubleFree);
         }
@@ -870,15 +888,20 @@ impl<S: PageSource> Heap<S> {
         }
         // Neighbours must agree on the shared boundary; a free neighbour (one
         // that free would merge with) must also pass its own check.
-        let sealed = |x: Block| !x.is_free() || x.is_sealed(self.secret);
-        let prev_ok = b
-            .prev()
-            .is_none_or(|a| a.size() == b.prev_size() && sealed(a));
-        let next_ok = next_in(d, b).is_none_or(|n| n.prev_size() == b.size() && sealed(n));
-        if !prev_ok || !next_ok {
+        let prev = b.prev();
+        let next = next_in(d, b);
+        if prev.is_some_and(|a| a.size() != b.prev_size())
+            || next.is_some_and(|n| n.prev_size() != b.size())
+        {
             return Err(Misuse::Corrupted);
         }
-        Ok((b, d))
+        let prev = prev.filter(|a| a.is_free());
+        let next = next.filter(|n| n.is_free());
+        let sealed = |x: Option<Block>| x.is_none_or(|x| x.is_sealed(self.secret));
+        if !sealed(prev) || !sealed(next) {
+            return Err(Misuse::Corrupted);
+        }
+        Ok((b, d, (prev, next)))
     }
 
     /// Only on the error path: `addr` failed the header check. If it is a
@@ -1138,6 +1161,9 @@ fn verify_poison(f: Block) {
         }
     }
 }
+
+/// A block's free neighbours: the one before it, the one after it.
+type Neighbours = (Option<Block>, Option<Block>);
 
 fn first_block(d: &RegionDesc) -> Block {
     // SAFETY: a live region of a heap starts with a block header; callers
