@@ -28,10 +28,10 @@
 //! A *finger* remembers the last leaf a search reached and the range of
 //! keys it covers (the separators on its path: keys in `[lo, hi)` belong to
 //! it and to no other leaf). A search for a key inside that range starts at
-//! the leaf instead of the root, and so do a removal that leaves the leaf
-//! at least half full and an insertion into a leaf with room; anything that
-//! changes the tree's shape (a split, a borrow, a merge, a new or removed
-//! root) forgets the finger. Best fit keeps asking about the same few sizes
+//! the leaf instead of the root, and so do a replacement, a removal that
+//! leaves the leaf at least half full and an insertion into a leaf with
+//! room; anything that changes the tree's shape (a split, a borrow, a
+//! merge, a new or removed root) forgets the finger. Best fit keeps asking about the same few sizes
 //! (the block it takes is freed again, and lands in the same leaf), so most
 //! of its searches and updates skip the descent. The answers are the same:
 //! the finger is only taken when the leaf is the one the descent would
@@ -634,11 +634,14 @@ impl SizeTree {
     /// a node (then `old` is gone and `new` absent).
     pub fn replace(&mut self, old: u128, new: u128) -> Option<()> {
         if self.depth > 0 {
-            let mut path = [(0, 0); MAX_DEPTH];
-            let leaf = self.find_leaf(old, &mut path);
-            // The leftmost leaf has no lower bound, the rightmost (no next
+            let leaf = match self.fingered(old) {
+                Some(n) => n,
+                None => self.find_leaf(old, &mut [(0, 0); MAX_DEPTH]),
+            };
+            // The leftmost leaf has no lower bound (its range starts at 0,
+            // below every key: sizes are never 0), the rightmost (no next
             // leaf) no upper bound: a key at their edge may move freely.
-            let leftmost = path[..self.depth - 1].iter().all(|&(_, i)| i == 0);
+            let leftmost = self.finger_lo == 0;
             let node = self.node_mut(leaf);
             let len = node.len as usize;
             let rightmost = node.kids[0] == NIL;
