@@ -329,7 +329,7 @@ impl FreeIndex {
                 }
             }
             Policy::BestFit => {
-                let found = self.sizes.lower_bound(sizes::key(units, 0, 0));
+                let found = self.sizes.best(units);
                 match self.hot_fitting(units) {
                     None => found.map(sizes::key_addr),
                     Some(h) => {

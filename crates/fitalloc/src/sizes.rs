@@ -37,10 +37,21 @@
 //! the finger is only taken when the leaf is the one the descent would
 //! reach.
 //!
+//! *Bins* answer best fit without a descent: one per size below 1024 units
+//! and one for every larger size, each with the smallest key of its sizes,
+//! and a bitmap of the non-empty ones. Best fit for `n` units is the
+//! smallest key of the first non-empty bin at or above `n`'s (every key of
+//! a bin is below every key of a later bin). A bin also remembers the leaf
+//! of its smallest key (or of its last one) with the tree's *epoch*, which
+//! every change of shape bumps: while the epoch holds, removing that key
+//! starts at that leaf, and an insertion starts there when the leaf has
+//! keys on both sides of the new one (so it can be no other leaf's).
+//!
 //! Invariants (checked by [`SizeTree::check`]): keys strictly increase
 //! along the leaf chain and within every node; each child's keys lie between
 //! its separators; all leaves are at the same depth; non-root nodes hold at
-//! least `MIN` keys; `len` is the number of keys.
+//! least `MIN` keys; `len` is the number of keys; the bins agree with the
+//! keys (see `check_bins`).
 
 use crate::os;
 
@@ -55,6 +66,77 @@ const NIL: u32 = u32::MAX;
 const CHUNK: usize = 256;
 const ADDR_BITS: u32 = 44;
 const SEQ_BITS: u32 = 52;
+
+/// Sizes (units) below this have a bin each (blocks under 16 KiB); the
+/// larger ones share the last bin, number `BINNED`.
+const BINNED: usize = 1024;
+const BINS: usize = BINNED + 1;
+const BIN_WORDS: usize = BINS.div_ceil(64);
+
+/// The bin of a key: its size, or `BINNED` for every larger size.
+#[inline]
+fn class(k: u128) -> usize {
+    (key_units(k) as usize).min(BINNED)
+}
+
+/// A bin. While its sizes have keys (its bit is set), `min` is the
+/// smallest of them; `leaf` held a key of the bin when the tree's epoch
+/// was `epoch` (the smallest one, while the bin has keys). A hint whose
+/// epoch is not the tree's is stale and never read.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Bin {
+    min: u128,
+    epoch: u64,
+    leaf: u32,
+}
+
+/// A bin per small size and the bitmap of sizes with keys (`summary` bit
+/// w: word w of `bits` is not 0).
+#[repr(C)]
+struct Bins {
+    bin: [Bin; BINS],
+    bits: [u64; BIN_WORDS],
+    summary: u64,
+}
+
+impl Bins {
+    #[inline]
+    fn has(&self, s: usize) -> bool {
+        self.bits[s / 64] & 1 << (s % 64) != 0
+    }
+
+    #[inline]
+    fn set(&mut self, s: usize) {
+        self.bits[s / 64] |= 1 << (s % 64);
+        self.summary |= 1 << (s / 64);
+    }
+
+    #[inline]
+    fn unset(&mut self, s: usize) {
+        let w = s / 64;
+        self.bits[w] &= !(1 << (s % 64));
+        if self.bits[w] == 0 {
+            self.summary &= !(1 << w);
+        }
+    }
+
+    /// The first bin with keys at or above bin `s`.
+    #[inline]
+    fn first_from(&self, s: usize) -> Option<usize> {
+        let w = s / 64;
+        let here = self.bits[w] & (!0u64 << (s % 64));
+        if here != 0 {
+            return Some(w * 64 + here.trailing_zeros() as usize);
+        }
+        let above = self.summary & (!1u64 << w);
+        if above == 0 {
+            return None;
+        }
+        let w = above.trailing_zeros() as usize;
+        Some(w * 64 + self.bits[w].trailing_zeros() as usize)
+    }
+}
 
 /// The key of a free block of `units` units at `addr` in the region with
 /// creation number `seq`.
@@ -109,6 +191,13 @@ pub struct SizeTree {
     /// Operations that started at the finger (tests look at it).
     #[cfg(test)]
     finger_hits: usize,
+    /// Bumped whenever the tree's shape changes (never 0).
+    epoch: u64,
+    /// The bins (mapped by the first `reserve_keys`; null before).
+    bins: *mut Bins,
+    /// Operations that started at a bin's leaf (tests look at it).
+    #[cfg(test)]
+    hint_hits: usize,
 }
 
 /// A node and the child taken from it, root first.
@@ -137,6 +226,10 @@ impl SizeTree {
             finger_hi: 0,
             #[cfg(test)]
             finger_hits: 0,
+            epoch: 1,
+            bins: core::ptr::null_mut(),
+            #[cfg(test)]
+            hint_hits: 0,
         }
     }
 
@@ -183,7 +276,7 @@ impl SizeTree {
     /// A fresh empty node; `None` if a chunk could not be mapped.
     fn alloc(&mut self) -> Option<u32> {
         // A new node is a split or a new root: leaf ranges change.
-        self.finger = NIL;
+        self.reshape();
         let n = if self.free != NIL {
             let n = self.free;
             self.free = self.node(n).kids[0];
@@ -202,7 +295,7 @@ impl SizeTree {
     }
 
     fn release(&mut self, n: u32) {
-        self.finger = NIL;
+        self.reshape();
         let free = self.free;
         self.node_mut(n).kids[0] = free;
         self.free = n;
@@ -259,7 +352,163 @@ impl SizeTree {
         while self.cap() < need {
             self.grow()?;
         }
+        if self.bins.is_null() {
+            self.map_bins()?;
+        }
         Some(())
+    }
+
+    /// Maps the bins and fills them from the keys already there.
+    #[cold]
+    fn map_bins(&mut self) -> Option<()> {
+        let bins = crate::os::map_meta(core::mem::size_of::<Bins>())? as *mut Bins;
+        self.bins = bins;
+        self.reshape();
+        let mut n = if self.depth == 0 {
+            NIL
+        } else {
+            self.descend(0, &mut [(0, 0); MAX_DEPTH]).0
+        };
+        while n != NIL {
+            let node = self.node(n);
+            let (len, next) = (node.len as usize, node.kids[0]);
+            for i in 0..len {
+                let k = self.node(n).keys[i];
+                self.note_insert(k, n);
+            }
+            n = next;
+        }
+        Some(())
+    }
+
+    /// The bins, once mapped.
+    #[inline]
+    fn bins(&self) -> Option<&Bins> {
+        // SAFETY: a non-null `bins` is this tree's own mapping of a `Bins`
+        // (zeroed memory is a valid one).
+        unsafe { self.bins.as_ref() }
+    }
+
+    #[inline]
+    fn bins_mut(&mut self) -> Option<&mut Bins> {
+        // SAFETY: as in `bins`; `&mut self` makes this the only reference.
+        unsafe { self.bins.as_mut() }
+    }
+
+    /// The tree's shape changes: the finger and every bin's leaf go stale.
+    #[inline]
+    fn reshape(&mut self) {
+        self.finger = NIL;
+        self.epoch += 1;
+    }
+
+    /// `k` was inserted into leaf `n` (NIL: a leaf of a split, not known).
+    #[inline]
+    fn note_insert(&mut self, k: u128, n: u32) {
+        let s = class(k);
+        let epoch = if n == NIL { 0 } else { self.epoch };
+        let Some(b) = self.bins_mut() else { return };
+        if !b.has(s) || k < b.bin[s].min {
+            b.bin[s] = Bin {
+                min: k,
+                epoch,
+                leaf: n,
+            };
+            b.set(s);
+        }
+    }
+
+    /// `k` left leaf `n`, where its successor now is at index `at` (or, if
+    /// `at` is past the leaf's end, first in the next leaf).
+    #[inline]
+    fn note_remove(&mut self, k: u128, n: u32, at: usize) {
+        let s = class(k);
+        if self.bins().is_none_or(|b| !b.has(s) || b.bin[s].min != k) {
+            return;
+        }
+        let node = self.node(n);
+        let succ = if at < node.len as usize {
+            Some((node.keys[at], n))
+        } else if node.kids[0] != NIL {
+            let next = node.kids[0];
+            Some((self.node(next).keys[0], next))
+        } else {
+            None
+        };
+        let epoch = self.epoch;
+        let Some(b) = self.bins_mut() else { return };
+        match succ {
+            Some((m, leaf)) if class(m) == s => {
+                b.bin[s] = Bin {
+                    min: m,
+                    epoch,
+                    leaf,
+                }
+            }
+            _ => {
+                // The bin is empty; its leaf stays a hint for insertions.
+                b.unset(s);
+                b.bin[s].leaf = n;
+                b.bin[s].epoch = epoch;
+            }
+        }
+    }
+
+    /// A leaf where `k` belongs, from its bin: one that held a key of the
+    /// bin and still has keys on both sides of `k`.
+    #[inline]
+    fn hinted(&mut self, k: u128) -> Option<u32> {
+        let s = class(k);
+        let h = *self.bins()?.bin.get(s)?;
+        if h.epoch != self.epoch {
+            return None;
+        }
+        let node = self.node(h.leaf);
+        let len = node.len as usize;
+        let inside = len >= 2 && node.keys[0] < k && k < node.keys[len - 1];
+        #[cfg(test)]
+        {
+            self.hint_hits += inside as usize;
+        }
+        inside.then_some(h.leaf)
+    }
+
+    /// The leaf of `k` if `k` is the smallest key of its bin and the bin
+    /// knows its leaf.
+    #[inline]
+    fn leaf_of_min(&mut self, k: u128) -> Option<u32> {
+        let s = class(k);
+        let b = self.bins()?;
+        let h = *b.bin.get(s)?;
+        let hit = b.has(s) && h.min == k && h.epoch == self.epoch;
+        #[cfg(test)]
+        {
+            self.hint_hits += hit as usize;
+        }
+        hit.then_some(h.leaf)
+    }
+
+    /// Best fit: the smallest key of at least `units` units (the smallest
+    /// size that fits, then the earliest region and address). From the
+    /// bins for small sizes, else from the tree.
+    #[inline]
+    pub fn best(&mut self, units: u32) -> Option<u128> {
+        if let Some(b) = self.bins() {
+            let u = units as usize;
+            if u < BINNED {
+                // Every key of a later bin is larger than every key of an
+                // earlier one.
+                return b.first_from(u).map(|s| b.bin[s].min);
+            }
+            if !b.has(BINNED) {
+                return None;
+            }
+            let m = b.bin[BINNED].min;
+            if key_units(m) >= units {
+                return Some(m);
+            }
+        }
+        self.lower_bound(key(units, 0, 0))
     }
 
     // ------------------------------------------------------------------
@@ -352,13 +601,19 @@ impl SizeTree {
             self.root = n;
             self.depth = 1;
             self.len = 1;
+            self.note_insert(k, n);
             return Some(());
         }
-        if let Some(n) = self.fingered(k) {
+        let near = match self.fingered(k) {
+            Some(n) => Some(n),
+            None => self.hinted(k),
+        };
+        if let Some(n) = near {
             if (self.node(n).len as usize) < CAP {
                 self.len += 1;
                 let split = self.leaf_insert(n, k);
                 debug_assert!(split.is_none());
+                self.note_insert(k, n);
                 return Some(());
             }
         }
@@ -366,8 +621,10 @@ impl SizeTree {
         let leaf = self.find_leaf(k, &mut path);
         self.len += 1;
         let Some((mut sep, mut right)) = self.leaf_insert(leaf, k) else {
+            self.note_insert(k, leaf);
             return Some(());
         };
+        self.note_insert(k, NIL);
         for level in (0..self.depth - 1).rev() {
             let (n, i) = path[level];
             match self.inner_insert(n, i, sep, right) {
@@ -459,23 +716,31 @@ impl SizeTree {
 
     /// Removes `k`, which must be present.
     pub fn remove(&mut self, k: u128) {
-        if let Some(n) = self.fingered(k) {
+        let near = match self.fingered(k) {
+            Some(n) => Some(n),
+            None => self.leaf_of_min(k),
+        };
+        if let Some(n) = near {
             // Stays at least half full (a root leaf: not empty), so no
             // rebalancing and no path is needed.
             let floor = if self.depth == 1 { 1 } else { MIN };
             if self.node(n).len as usize > floor {
-                self.leaf_remove(n, k);
+                let at = self.leaf_remove(n, k);
+                self.note_remove(k, n, at);
                 return;
             }
         }
         let mut path = [(0, 0); MAX_DEPTH];
         let leaf = self.find_leaf(k, &mut path);
-        self.leaf_remove(leaf, k);
+        let at = self.leaf_remove(leaf, k);
+        // Before the rebalance, which bumps the epoch if it moves keys.
+        self.note_remove(k, leaf, at);
         self.rebalance(leaf, &path);
     }
 
-    /// Takes `k`, which must be there, out of leaf `n`.
-    fn leaf_remove(&mut self, n: u32, k: u128) {
+    /// Takes `k`, which must be there, out of leaf `n`; returns the index
+    /// its successor in the leaf now has.
+    fn leaf_remove(&mut self, n: u32, k: u128) -> usize {
         let node = self.node_mut(n);
         let len = node.len as usize;
         let i = node.keys[..len].partition_point(|&x| x < k);
@@ -483,6 +748,7 @@ impl SizeTree {
         node.keys.copy_within(i + 1..len, i);
         node.len -= 1;
         self.len -= 1;
+        i
     }
 
     /// Restores the minimum occupancy from node `n` (at the bottom of
@@ -499,7 +765,7 @@ impl SizeTree {
                 return;
             }
             // A borrow moves a separator: leaf ranges change.
-            self.finger = NIL;
+            self.reshape();
             let leaf = level == self.depth - 1;
             let (p, i) = path[level - 1];
             if self.borrow(p, i, leaf) {
@@ -659,6 +925,8 @@ impl SizeTree {
             };
             if above_prev && below_next {
                 node.keys[i] = new;
+                self.note_remove(old, leaf, i + 1);
+                self.note_insert(new, leaf);
                 return Some(());
             }
         }
@@ -671,7 +939,11 @@ impl SizeTree {
 
     /// Removes every key (keeps the node array).
     pub fn clear(&mut self) {
-        self.finger = NIL;
+        self.reshape();
+        if let Some(b) = self.bins_mut() {
+            b.bits = [0; BIN_WORDS];
+            b.summary = 0;
+        }
         self.root = NIL;
         self.depth = 0;
         self.len = 0;
@@ -708,7 +980,7 @@ impl SizeTree {
     ) -> Result<usize, &'static str> {
         if self.depth == 0 {
             return if self.len == 0 {
-                Ok(0)
+                self.check_bins().map(|_| 0)
             } else {
                 Err("size index length is wrong")
             };
@@ -734,7 +1006,59 @@ impl SizeTree {
         if count != self.len || chained != self.len {
             return Err("size index length is wrong");
         }
+        self.check_bins()?;
         Ok(count)
+    }
+
+    /// The bins agree with the keys: a size's bit is set iff it has keys,
+    /// its `min` is the smallest of them, a current leaf hint names the
+    /// smallest key's leaf (or, for a size without keys, a leaf).
+    fn check_bins(&self) -> Result<(), &'static str> {
+        let Some(b) = self.bins() else { return Ok(()) };
+        let mut seen = [false; BINS];
+        for k in self.keys() {
+            let s = class(k);
+            if seen[s] {
+                continue;
+            }
+            seen[s] = true;
+            if !b.has(s) || b.bin[s].min != k {
+                return Err("size index bin does not hold its smallest key");
+            }
+            if b.bin[s].epoch == self.epoch
+                && self.descend(k, &mut [(0, 0); MAX_DEPTH]).0 != b.bin[s].leaf
+            {
+                return Err("size index bin names the wrong leaf");
+            }
+        }
+        for (s, &seen) in seen.iter().enumerate() {
+            if b.has(s) != seen {
+                return Err("size index bin bit is wrong");
+            }
+            if !seen && b.bin[s].epoch == self.epoch && !self.is_leaf(b.bin[s].leaf) {
+                return Err("size index bin hint is not a leaf");
+            }
+        }
+        let summary = (0..BIN_WORDS).fold(0u64, |m, w| m | ((b.bits[w] != 0) as u64) << w);
+        if b.summary != summary {
+            return Err("size index bin summary is wrong");
+        }
+        Ok(())
+    }
+
+    /// Whether node `n` is on the leaf chain.
+    fn is_leaf(&self, n: u32) -> bool {
+        if self.depth == 0 {
+            return false;
+        }
+        let mut l = self.descend(0, &mut [(0, 0); MAX_DEPTH]).0;
+        while l != NIL {
+            if l == n {
+                return true;
+            }
+            l = self.node(l).kids[0];
+        }
+        false
     }
 
     fn check_node(
@@ -791,6 +1115,10 @@ impl Drop for SizeTree {
             // SAFETY: as above, for the directory.
             unsafe { os::unmap_anon(self.dir as usize, bytes) };
         }
+        if !self.bins.is_null() {
+            // SAFETY: as above, for the bins.
+            unsafe { os::unmap_anon(self.bins as usize, core::mem::size_of::<Bins>()) };
+        }
     }
 }
 
@@ -814,8 +1142,19 @@ mod tests {
         let mut s = 0x1234_5678_9abc_def1u64;
         for step in 0..60_000 {
             let r = rng(&mut s);
+            if step == 20_000 {
+                // The bins arrive with keys already in the tree.
+                t.reserve_keys(t.len()).unwrap();
+                t.check(&mut |_| Ok(())).unwrap();
+            }
+            // Sizes on both sides of the bins' limit.
+            let big = if r.is_multiple_of(11) {
+                BINNED as u32 - 150
+            } else {
+                0
+            };
             let k = key(
-                (r % 300) as u32 + 2,
+                (r % 300) as u32 + 2 + big,
                 (r >> 20) % 7,
                 ((r >> 32) % 5000) as usize * 16,
             );
@@ -840,6 +1179,9 @@ mod tests {
             }
             let probe = key((r % 320) as u32, 0, 0);
             assert_eq!(t.lower_bound(probe), m.range(probe..).next().copied());
+            let units = (r >> 40) as u32 % (BINNED as u32 + 200);
+            let probe = key(units, 0, 0);
+            assert_eq!(t.best(units), m.range(probe..).next().copied());
             if step % 97 == 0 {
                 t.check(&mut |_| Ok(())).unwrap();
                 assert!(t.keys().eq(m.iter().copied()));
@@ -860,6 +1202,7 @@ mod tests {
     #[test]
     fn local_operations_use_the_finger_exactly() {
         let mut t = SizeTree::new();
+        t.reserve_keys(0).unwrap();
         let mut m = BTreeSet::new();
         let mut s = 0x0ddc_0ffe_e15e_a5e5u64;
         let mut centre = 100u32;
@@ -878,7 +1221,7 @@ mod tests {
                 3 | 4 => {
                     // Take the best fit and give it back (or keep it).
                     let probe = key(units, 0, 0);
-                    let got = t.lower_bound(probe);
+                    let got = t.best(units);
                     assert_eq!(got, m.range(probe..).next().copied());
                     if let Some(b) = got {
                         t.remove(b);
@@ -909,9 +1252,15 @@ mod tests {
             }
         }
         assert!(
-            t.finger_hits > 20_000,
-            "finger used {} times",
-            t.finger_hits
+            t.finger_hits + t.hint_hits > 20_000,
+            "finger used {} times, bins {}",
+            t.finger_hits,
+            t.hint_hits
+        );
+        assert!(
+            t.hint_hits > 1_000,
+            "bins' leaves used {} times",
+            t.hint_hits
         );
     }
 }
