@@ -244,6 +244,16 @@ fn barrier_everywhere() {
     }
 }
 
+/// The owner entered its lock again before leaving it: an allocation from
+/// a signal handler that interrupted one. Going on would let both change
+/// the heap at once.
+#[cold]
+#[inline(never)]
+fn reentered() -> ! {
+    crate::eprint_raw!("fitalloc: allocator entered again from inside itself (malloc or free in a signal handler?)\n");
+    crate::os::abort()
+}
+
 /// How a thread entered an [`OwnedLock`]; give it back to `exit`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[must_use]
@@ -300,6 +310,10 @@ impl OwnedLock {
     #[inline]
     pub fn enter_owner(&self) -> Entry {
         if biased() {
+            if self.busy.load(Relaxed) != 0 {
+                // Only the owner sets it: the owner is inside already.
+                reentered();
+            }
             self.busy.store(1, Relaxed);
             // Keeps the compiler from loading `open` before the store; the
             // processor's own reordering is what the closer's barrier
@@ -496,6 +510,33 @@ mod tests {
         } else {
             assert_eq!(fast, 0);
         }
+    }
+
+    #[test]
+    fn the_owner_entering_twice_ends_the_process() {
+        if !biased() {
+            std::eprintln!("membarrier refused: owners take the lock, nothing to test");
+            return;
+        }
+        // SAFETY: the child only uses the lock and ends (abort or _exit).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let l = OwnedLock::new();
+            let e = l.enter_owner();
+            l.exit(e);
+            let _outer = l.enter_owner();
+            let _inner = l.enter_owner();
+            // SAFETY: leaving the child without running the harness.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
+            "status {status:#x}"
+        );
     }
 
     #[test]
