@@ -132,6 +132,9 @@ fn thread_key() -> Option<libc::pthread_key_t> {
 /// that it gets a small key number.
 pub fn prepare_threads() {
     let _ = thread_key();
+    // Registering for membarrier waits for an RCU grace period once there
+    // are threads (milliseconds); now it costs microseconds.
+    let _ = crate::lock::biased();
 }
 
 /// The calling thread's slot (its arena number, `& SLOT_MASK`), with

@@ -436,6 +436,9 @@ impl Shared {
     #[inline(never)]
     fn refresh(&self, i: usize, a: &mut Arena) {
         os::set_trim_hook(trim_pages);
+        // Decided early (usually while the process has one thread, when
+        // registering is cheap): see `arena::prepare_threads`.
+        let _ = crate::lock::biased();
         a.options.read();
         let policy = self.fixed.or(a.options.policy).unwrap_or_default();
         let heap = a.heap.get_or_insert_with(|| {
@@ -694,9 +697,11 @@ impl Shared {
     // -----------------------------------------------------------------------
     // Looking at every arena.
 
-    /// Takes every arena's lock (in index order) and shuts their owners out
-    /// (one barrier for all).
+    /// Takes the chunk lock (so that no arena appears meanwhile) and every
+    /// arena's lock (in index order), and shuts their owners out (one
+    /// barrier for all).
     fn lock_all(&self) {
+        self.grow.acquire();
         let mut barrier = false;
         for slot in self.slots() {
             barrier |= slot.lock.lock_closing(false);
@@ -723,11 +728,17 @@ impl Shared {
         }
         let r = f(&Heaps { shared: self });
         if threaded {
-            for slot in self.slots() {
-                slot.lock.release();
-            }
+            self.unlock_all();
         }
         r
+    }
+
+    /// Releases what `lock_all` took.
+    fn unlock_all(&self) {
+        for slot in self.slots() {
+            slot.lock.release();
+        }
+        self.grow.release();
     }
 
     /// The arenas, while `with_heaps` holds their locks.
@@ -817,7 +828,6 @@ impl Shared {
 
     /// Fork "prepare" handler: takes every lock and writes out the trace.
     pub fn fork_prepare(&self) {
-        self.grow.acquire();
         self.lock_all();
         self.trace.raw().acquire();
         // SAFETY: this thread holds the trace lock (taken just above) and no
@@ -832,10 +842,7 @@ impl Shared {
         REGISTRY.fork_parent();
         PAGES.raw().release();
         self.trace.raw().release();
-        for slot in self.slots() {
-            slot.lock.release();
-        }
-        self.grow.release();
+        self.unlock_all();
     }
 
     /// Fork "child" handler: the locks' owners are gone; free them, give

@@ -228,20 +228,39 @@ fn decide_bias() -> bool {
 /// Makes every running thread of the process execute a full memory
 /// barrier (and every other one will have one before it runs again).
 fn barrier_everywhere() {
-    // SAFETY: the process registered for this command in `decide_bias`
-    // (the only way `biased()` is true); it takes no pointers.
-    let r = crate::os::keep_errno(|| unsafe {
-        libc::syscall(
-            libc::SYS_membarrier,
-            libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED,
-            0,
-            0,
-        )
-    });
-    if r != 0 {
-        crate::eprint_raw!("fitalloc: membarrier failed\n");
-        crate::os::abort();
+    // The kernel's barrier orders this thread's accesses too; the fences
+    // say so in the language's own terms.
+    core::sync::atomic::fence(SeqCst);
+    for tries in 0.. {
+        // SAFETY: the process registered for this command in `decide_bias`
+        // (the only way `biased()` is true); it takes no pointers.
+        let err = crate::os::keep_errno(|| unsafe {
+            let r = libc::syscall(
+                libc::SYS_membarrier,
+                libc::MEMBARRIER_CMD_PRIVATE_EXPEDITED,
+                0,
+                0,
+            );
+            if r == 0 {
+                0
+            } else {
+                *libc::__errno_location()
+            }
+        });
+        match err {
+            0 => break,
+            // The kernel could not get memory for the CPU mask: try again.
+            libc::ENOMEM | libc::EAGAIN | libc::EINTR if tries < 1000 => {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+            _ => {
+                crate::eprint_raw!("fitalloc: membarrier failed (errno {err})\n");
+                crate::os::abort();
+            }
+        }
     }
+    core::sync::atomic::fence(SeqCst);
 }
 
 /// The owner entered its lock again before leaving it: an allocation from
@@ -260,7 +279,10 @@ fn reentered() -> ! {
 pub enum Entry {
     /// The owner, without the lock.
     Owner,
-    /// With the lock.
+    /// The owner, with the lock (and its `busy` flag set, so that a
+    /// re-entry is seen here too).
+    OwnerLocked,
+    /// Another thread, with the lock.
     Locked,
 }
 
@@ -331,10 +353,15 @@ impl OwnedLock {
     #[inline(never)]
     fn enter_owner_slow(&self) -> Entry {
         self.lock.acquire();
-        if biased() && self.open.load(Relaxed) == CLOSED {
+        if !biased() {
+            return Entry::Locked;
+        }
+        if self.open.load(Relaxed) == CLOSED {
             self.open.store(OPEN, Relaxed);
         }
-        Entry::Locked
+        // Nobody else looks at it while we hold the lock.
+        self.busy.store(1, Relaxed);
+        Entry::OwnerLocked
     }
 
     /// Leaves, after `enter_owner` or `enter`.
@@ -342,6 +369,10 @@ impl OwnedLock {
     pub fn exit(&self, e: Entry) {
         match e {
             Entry::Owner => self.busy.store(0, Release),
+            Entry::OwnerLocked => {
+                self.busy.store(0, Relaxed);
+                self.lock.release();
+            }
             Entry::Locked => self.lock.release(),
         }
     }
@@ -518,32 +549,47 @@ mod tests {
             std::eprintln!("membarrier refused: owners take the lock, nothing to test");
             return;
         }
-        // SAFETY: the child only uses the lock and ends (abort or _exit).
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            let l = OwnedLock::new();
-            let e = l.enter_owner();
-            l.exit(e);
-            let _outer = l.enter_owner();
-            let _inner = l.enter_owner();
-            // SAFETY: leaving the child without running the harness.
-            unsafe { libc::_exit(0) };
+        // Outer entry without the lock (an open lock), then with it (a
+        // closed one: a new lock is closed).
+        for open in [true, false] {
+            // SAFETY: the child only uses the lock and ends (abort or _exit).
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                let l = OwnedLock::new();
+                if open {
+                    let e = l.enter_owner();
+                    l.exit(e);
+                }
+                let outer = l.enter_owner();
+                if (outer == Entry::Owner) != open {
+                    // SAFETY: leaving the child without running the harness.
+                    unsafe { libc::_exit(3) };
+                }
+                let _inner = l.enter_owner();
+                // SAFETY: as above.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(
+                libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
+                "open {open}: status {status:#x}"
+            );
         }
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        assert!(
-            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGABRT,
-            "status {status:#x}"
-        );
     }
 
     #[test]
     fn closed_until_the_owner_comes_back_pinned_for_good() {
         let l = OwnedLock::new();
+        let locked = if biased() {
+            Entry::OwnerLocked
+        } else {
+            Entry::Locked
+        };
         let first = l.enter_owner();
-        assert_eq!(first, Entry::Locked, "a new lock is closed");
+        assert_eq!(first, locked, "a new lock is closed");
         l.exit(first);
         let want = if biased() {
             Entry::Owner
@@ -556,7 +602,7 @@ mod tests {
         let e = l.enter(false);
         l.exit(e);
         let e = l.enter_owner();
-        assert_eq!(e, Entry::Locked, "another thread closed it");
+        assert_eq!(e, locked, "another thread closed it");
         l.exit(e);
         let e = l.enter_owner();
         assert_eq!(e, want, "its owner reopened it");
@@ -565,7 +611,7 @@ mod tests {
         l.exit(e);
         for _ in 0..3 {
             let e = l.enter_owner();
-            assert_eq!(e, Entry::Locked, "shared: the lock for everyone");
+            assert_eq!(e, locked, "shared: the lock for everyone");
             l.exit(e);
         }
         assert!(!l.lock_closing(false), "a pinned lock needs no barrier");
