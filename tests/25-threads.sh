@@ -7,7 +7,8 @@
 # (resident and virtual size must not grow over the cycles); many short-lived
 # threads. Under every policy, then a shorter run with ALLOCATOR_CHECK=1
 # (whole-heap check after every operation) under first_fit and best_fit (the
-# two orders of the free tree).
+# two orders of the free tree). Then 1100 live threads, more than arenas
+# (tests/c/many_threads.c).
 . "$(dirname "$0")/lib.sh"
 
 build threads "$ROOT/tests/c/threads.c" >/dev/null
@@ -31,5 +32,22 @@ for p in "${POLICIES[@]}"; do
 done
 for p in first_fit best_fit; do
   run "$p + ALLOCATOR_CHECK=1" 1 ALLOCATOR_ALGORITHM="$p" ALLOCATOR_CHECK=1
+done
+
+# More live threads than arenas (tests/c/many_threads.c): 1100 at once,
+# blocks freed into other (shared) arenas, two generations.
+build many_threads "$ROOT/tests/c/many_threads.c" >/dev/null
+for env in "ALLOCATOR_ALGORITHM=first_fit" "ALLOCATOR_ALGORITHM=best_fit ALLOCATOR_CHECK=1"; do
+  rc=0
+  log=$BUILD/tmp/many_threads.log
+  # shellcheck disable=SC2086
+  timeout 120 env $env LD_PRELOAD="$SO" "$BUILD/bin/many_threads" >"$log" 2>&1 || rc=$?
+  if [ $rc -ne 0 ] || [ "$(tail -n 1 "$log")" != "many_threads: ok" ]; then
+    echo "FAIL: 1100 live threads under $env (exit status $rc):"
+    sed 's/^/    /' "$log"
+    status=1
+  else
+    echo "ok   1100 live threads (more than arenas) under $env"
+  fi
 done
 [ $status -eq 0 ] || fail "threaded allocation failed (see above)"
