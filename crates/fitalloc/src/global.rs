@@ -237,6 +237,13 @@ impl Who {
     }
 }
 
+/// The calling thread's arena, and how it uses it.
+#[inline]
+fn my_arena() -> (usize, Who) {
+    let s = arena::my_slot();
+    (s & arena::SLOT_MASK, Who::of(s))
+}
+
 /// What an operation returned, as far as `run` needs to know.
 trait Outcome {
     /// Whether the operation found a misuse (and changed nothing).
@@ -550,10 +557,8 @@ impl Shared {
         op: Op,
         f: impl FnOnce(&mut ProcessHeap) -> Option<usize>,
     ) -> Option<usize> {
-        let s = arena::my_slot();
-        self.run(s & arena::SLOT_MASK, Who::of(s), call, f, |&r| {
-            record(op, r)
-        })
+        let (i, who) = my_arena();
+        self.run(i, who, call, f, |&r| record(op, r))
     }
 
     /// `malloc` (counted as `call`).
@@ -601,8 +606,8 @@ impl Shared {
         if os::single_threaded() {
             return Some(Who::Owner);
         }
-        let s = arena::my_slot();
-        (s & arena::SLOT_MASK == i).then(|| Who::of(s))
+        let (mine, who) = my_arena();
+        (mine == i).then_some(who)
     }
 
     /// `realloc` of a non-null pointer to a non-zero size. In the arena
@@ -751,15 +756,8 @@ impl Shared {
     /// The policy of the calling thread's arena.
     pub fn policy(&self) -> Policy {
         let mut p = Policy::default();
-        let s = arena::my_slot();
-        let who = Who::of(s);
-        self.run(
-            s & arena::SLOT_MASK,
-            who,
-            Call::Malloc,
-            |h| p = h.policy(),
-            |_| None,
-        );
+        let (i, who) = my_arena();
+        self.run(i, who, Call::Malloc, |h| p = h.policy(), |_| None);
         p
     }
 

@@ -381,23 +381,23 @@ impl OwnedLock {
     /// owner out. `share`: the caller will come again and again (threads
     /// share the arena), so the owner stays on the lock too.
     pub fn enter(&self, share: bool) -> Entry {
-        if self.lock_closing(share) {
-            barrier_everywhere();
-            self.wait_owner();
-        }
-        Entry::Locked
+        self.lock.acquire();
+        self.shut_owner_out(share)
     }
 
     /// Enters as any thread but the owner if nobody holds the lock.
     pub fn try_enter(&self) -> Option<Entry> {
-        if !self.lock.try_acquire() {
-            return None;
-        }
-        if self.close(false) {
+        self.lock.try_acquire().then(|| self.shut_owner_out(false))
+    }
+
+    /// With the lock held: closes it and, if the owner may be inside,
+    /// waits for it to leave.
+    fn shut_owner_out(&self, share: bool) -> Entry {
+        if self.close(share) {
             barrier_everywhere();
             self.wait_owner();
         }
-        Some(Entry::Locked)
+        Entry::Locked
     }
 
     /// Takes the lock and closes it; true if it was open, in which case
