@@ -385,6 +385,23 @@ impl Shared {
         f: impl FnOnce(&mut ProcessHeap) -> R,
         trace: impl FnOnce(&R) -> Option<Record>,
     ) -> R {
+        self.run_in(i, who, call, true, f, trace)
+    }
+
+    /// `run`; `reread` says whether a changed environment is read first.
+    /// SPEC §4 asks options to hold from "the allocation they concern", so
+    /// a `free` skips that look (a few loads and branches a call) and uses
+    /// the options of the arena's last allocation.
+    #[inline]
+    fn run_in<R: Outcome>(
+        &self,
+        i: usize,
+        who: Who,
+        call: Call,
+        reread: bool,
+        f: impl FnOnce(&mut ProcessHeap) -> R,
+        trace: impl FnOnce(&R) -> Option<Record>,
+    ) -> R {
         let slot = self.slot(i);
         let entry = (!os::single_threaded()).then(|| match who {
             Who::Owner => slot.lock.enter_owner(),
@@ -394,7 +411,7 @@ impl Shared {
         // SAFETY: this thread is inside the arena's lock (as its owner or
         // with the lock), or is the only thread.
         let a = unsafe { &mut *slot.arena.get() };
-        if a.heap.is_none() || a.options.stale() {
+        if a.heap.is_none() || (reread && a.options.stale()) {
             self.refresh(i, a);
         }
         if !slot.remote.is_empty() {
@@ -671,10 +688,11 @@ impl Shared {
             return self.free_remote(i, id, p);
         };
         let op = Op::Free { ptr: p as u64 };
-        self.run(
+        self.run_in(
             i,
             who,
             call,
+            false,
             |h| h.free_in(id, p),
             |r| r.ok().and_then(|_| record(op, None)),
         )

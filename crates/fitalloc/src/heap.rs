@@ -620,6 +620,7 @@ impl<S: PageSource> Heap<S> {
         next: Option<Block>,
     ) {
         let secret = self.secret;
+        let (d_start, d_end) = (d.start(), d.end());
         let start = prev.map_or(b.addr(), |a| a.addr());
         let end = next.map_or(b.end(), |c| c.end());
         // A write into a free neighbour is caught before the merge hides it.
@@ -628,7 +629,7 @@ impl<S: PageSource> Heap<S> {
         }
         let parts = self.check.then(|| Parts::of(prev, b, next));
         self.blocks -= prev.is_some() as usize + next.is_some() as usize;
-        if start == d.start() && end == d.end() {
+        if start == d_start && end == d_end {
             for f in prev.into_iter().chain(next) {
                 self.index.remove(d, f.addr(), f.units());
             }
@@ -668,7 +669,7 @@ impl<S: PageSource> Heap<S> {
                 }
             }
         }
-        if end < d.end() {
+        if end < d_end {
             // SAFETY: `end` is a block boundary inside region `d`.
             unsafe { Block::from_raw(end) }.set_prev_size(end - start);
         }
@@ -867,11 +868,10 @@ impl<S: PageSource> Heap<S> {
             return Err(Misuse::NotOurs);
         }
         let d = self.reg.desc(id);
-        if d.owner() != self.id
-            || !p.is_multiple_of(ALIGN)
-            || p < d.start() + HEADER
-            || p >= d.end()
-        {
+        // Read once: the descriptor's fields are atomics, which the
+        // compiler loads again at every use.
+        let (start, end) = (d.start(), d.end());
+        if d.owner() != self.id || !p.is_multiple_of(ALIGN) || p < start + HEADER || p >= end {
             return Err(Misuse::NotOurs);
         }
         // SAFETY: `p - HEADER` is 16-aligned and inside region `id` of this
@@ -883,13 +883,13 @@ impl<S: PageSource> Heap<S> {
         if b.is_free() {
             return Err(Misuse::DoubleFree);
         }
-        if b.end() > d.end() || b.size() < MIN_BLOCK || b.addr() - d.start() < b.prev_size() {
+        if b.end() > end || b.size() < MIN_BLOCK || b.addr() - start < b.prev_size() {
             return Err(Misuse::Corrupted);
         }
         // Neighbours must agree on the shared boundary; a free neighbour (one
         // that free would merge with) must also pass its own check.
         let prev = b.prev();
-        let next = next_in(d, b);
+        let next = (b.end() < end).then(|| b.next());
         if prev.is_some_and(|a| a.size() != b.prev_size())
             || next.is_some_and(|n| n.prev_size() != b.size())
         {

@@ -198,7 +198,7 @@ impl Registry {
 
     /// The region id holding `addr`: 0 if no region does, [`RELEASED`] if a
     /// released region did.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, addr: usize) -> u32 {
         if addr >= ADDRESS_LIMIT {
             return 0;
@@ -206,18 +206,26 @@ impl Registry {
         let page = addr >> PAGE_SHIFT;
         let mid = self.map[page >> (2 * LEVEL_BITS)].load(Acquire);
         if mid.is_null() {
-            return self.large.lock_if_threaded().find(addr);
+            return self.lookup_large(addr);
         }
         // SAFETY: published mid nodes are never freed; the index is < FANOUT.
         let leaf = unsafe { (*mid).leaves[(page >> LEVEL_BITS) & (FANOUT - 1)].load(Acquire) };
         if leaf.is_null() {
-            return self.large.lock_if_threaded().find(addr);
+            return self.lookup_large(addr);
         }
         // SAFETY: leaves are never unmapped (only moved); index < FANOUT.
         match unsafe { (*leaf)[page & (FANOUT - 1)].load(Relaxed) } {
-            0 => self.large.lock_if_threaded().find(addr),
+            0 => self.lookup_large(addr),
             id => id,
         }
+    }
+
+    /// `lookup` of an address the page map does not hold: a large region's
+    /// or none (kept out of line so that the page map's path inlines).
+    #[cold]
+    #[inline(never)]
+    fn lookup_large(&self, addr: usize) -> u32 {
+        self.large.lock_if_threaded().find(addr)
     }
 
     /// Records a new region of heap `owner` and returns its id; `None` if the
