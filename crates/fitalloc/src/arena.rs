@@ -9,7 +9,8 @@
 //!
 //! - A thread's **slot** is the lowest free number when it first allocates
 //!   (the first thread gets 0), kept in a pthread key whose destructor gives
-//!   it back when the thread exits. Every [`crate::global::Shared`] uses
+//!   it back when the thread exits, and read on every call from a word of
+//!   the thread's own (initial-exec) TLS. Every [`crate::global::Shared`] uses
 //!   arena `slot` for that thread, so a thread's malloc and free of its own
 //!   blocks enter only its own arena's lock, as its owner: two plain
 //!   stores and a load ([`crate::lock::OwnedLock`]).
@@ -28,8 +29,6 @@
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
-use crate::os;
-
 /// Arenas (and thread slots) at most.
 pub const MAX_ARENAS: usize = 1024;
 /// A remote list this long is folded by the thread that pushes onto it.
@@ -44,26 +43,77 @@ static TAKEN: [AtomicU64; MAX_ARENAS / 64] = [const { AtomicU64::new(0) }; MAX_A
 /// The pthread key holding each thread's slot + 1 (stored as key + 1; 0:
 /// not created yet; u32::MAX: could not be created).
 static KEY: AtomicU32 = AtomicU32::new(0);
-/// Whether the first thread's slot (0) was claimed and stored in its key.
-static MAIN_SET: AtomicU32 = AtomicU32::new(0);
+/// Where a thread finds its slot on every call, without asking the key:
+/// `get` returns slot + 1 (the key's encoding; 0: not known yet).
+///
+/// On x86-64 Linux, one word of initial-exec TLS (glibc asks a malloc for
+/// exactly that model: its static TLS block exists before the thread's
+/// first instruction, and reading it is two loads, no call, no
+/// allocation). Rust's own TLS is general-dynamic and registers
+/// destructors, so the word is declared in assembly.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod fast {
+    core::arch::global_asm!(
+        ".pushsection .tbss,\"awT\",@nobits",
+        ".p2align 3",
+        ".globl fitalloc_thread_slot",
+        ".hidden fitalloc_thread_slot",
+        ".type fitalloc_thread_slot, @object",
+        ".size fitalloc_thread_slot, 8",
+        "fitalloc_thread_slot:",
+        ".zero 8",
+        ".popsection",
+    );
 
-/// A direct-mapped cache from thread (`pthread_self`) to slot, so that the
-/// hot path does not need `pthread_getspecific`: entry = thread << 16 |
-/// slot, one word (read and written whole). A miss (or a collision) takes
-/// the slow path, which is always right; the key's destructor clears the
-/// exiting thread's entry, so no entry outlives its thread.
-const CACHE: usize = 256;
-static SLOT_CACHE: [AtomicU64; CACHE] = [const { AtomicU64::new(0) }; CACHE];
+    /// The calling thread's word.
+    #[inline(always)]
+    pub fn get() -> usize {
+        let v: usize;
+        // SAFETY: reads the calling thread's own TLS word (its offset from
+        // the thread pointer is in the GOT); nothing else writes it.
+        unsafe {
+            core::arch::asm!(
+                "mov {t}, qword ptr [rip + fitalloc_thread_slot@GOTTPOFF]",
+                "mov {v}, qword ptr fs:[{t}]",
+                t = out(reg) _,
+                v = out(reg) v,
+                options(nostack, readonly, preserves_flags),
+            )
+        };
+        v
+    }
 
-#[inline]
-fn self_id() -> u64 {
-    // SAFETY: pthread_self has no preconditions and does not allocate.
-    unsafe { libc::pthread_self() as u64 }
+    /// Sets the calling thread's word.
+    #[inline]
+    pub fn set(v: usize) {
+        // SAFETY: as in `get`; the word is the calling thread's.
+        unsafe {
+            core::arch::asm!(
+                "mov {t}, qword ptr [rip + fitalloc_thread_slot@GOTTPOFF]",
+                "mov qword ptr fs:[{t}], {v}",
+                t = out(reg) _,
+                v = in(reg) v,
+                options(nostack, preserves_flags),
+            )
+        };
+    }
 }
 
-#[inline]
-fn cache_index(me: u64) -> usize {
-    ((me >> 12) ^ (me >> 20)) as usize % CACHE
+/// Elsewhere: the key itself (`pthread_getspecific` does not allocate).
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod fast {
+    #[inline]
+    pub fn get() -> usize {
+        match super::thread_key() {
+            // SAFETY: reading this thread's value of our key.
+            Some(k) => unsafe { libc::pthread_getspecific(k) as usize },
+            None => 0,
+        }
+    }
+
+    /// The key already holds it.
+    #[inline]
+    pub fn set(_v: usize) {}
 }
 
 /// Whether slot `s` belongs to a live thread.
@@ -92,12 +142,10 @@ fn release(s: usize) {
 
 /// The thread is exiting: its slot (and arena) is free for the next thread.
 extern "C" fn thread_exit(value: *mut c_void) {
-    let me = self_id();
-    let e = &SLOT_CACHE[cache_index(me)];
-    let v = e.load(Relaxed);
-    if v >> 16 == me {
-        let _ = e.compare_exchange(v, 0, Relaxed, Relaxed);
-    }
+    // A later call on this thread (another key's destructor) finds no slot
+    // and claims one again, which sets the key again: glibc then runs this
+    // again.
+    fast::set(0);
     let v = value as usize;
     if v != 0 && v - 1 < MAX_ARENAS {
         release(v - 1);
@@ -141,21 +189,16 @@ pub fn prepare_threads() {
 /// [`SHARED`] set if it shares it.
 #[inline]
 pub fn my_slot() -> usize {
-    if os::single_threaded() && MAIN_SET.load(Relaxed) != 0 {
-        return 0;
+    match fast::get() {
+        0 => my_slot_slow(),
+        v => v - 1,
     }
-    let me = self_id();
-    let v = SLOT_CACHE[cache_index(me)].load(Relaxed);
-    if v >> 16 == me {
-        return (v & 0xffff) as usize;
-    }
-    my_slot_slow(me)
 }
 
 #[inline(never)]
-fn my_slot_slow(me: u64) -> usize {
+fn my_slot_slow() -> usize {
     let slot = my_slot_from_key();
-    SLOT_CACHE[cache_index(me)].store(me << 16 | slot as u64, Relaxed);
+    fast::set(slot + 1);
     slot
 }
 
@@ -179,9 +222,6 @@ fn my_slot_from_key() -> usize {
         // glibc stores it inline without allocating.
         unsafe { libc::pthread_setspecific(k, (slot + 1) as *const c_void) };
     }
-    if slot == 0 && os::single_threaded() {
-        MAIN_SET.store(1, Relaxed);
-    }
     slot
 }
 
@@ -195,9 +235,6 @@ pub fn fork_child() {
     };
     for w in &TAKEN {
         w.store(0, Relaxed);
-    }
-    for e in &SLOT_CACHE {
-        e.store(0, Relaxed);
     }
     if mine != 0 && mine - 1 < MAX_ARENAS {
         TAKEN[(mine - 1) / 64].fetch_or(1 << ((mine - 1) % 64), Relaxed);

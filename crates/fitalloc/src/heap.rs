@@ -444,11 +444,12 @@ impl<S: PageSource> Heap<S> {
         self.index.reserve(self.blocks + 3)?;
         let units = (need / ALIGN) as u32;
         // Only next fit reads the rover (the others need no descriptor).
-        let rover = match self.rover {
-            Rover::At { region, addr } if self.policy == Policy::NextFit => {
-                Some((self.reg.desc(region), addr))
-            }
-            _ => None,
+        let rover = if self.policy != Policy::NextFit {
+            None
+        } else if let Rover::At { region, addr } = self.rover {
+            Some((self.reg.desc(region), addr))
+        } else {
+            None
         };
         let chosen = match self.index.choose(self.policy, units, rover) {
             Some(addr) => self.indexed_block(addr, units),
@@ -1153,12 +1154,20 @@ fn verify_guard(b: Block) {
 }
 
 /// Checks that a poisoned free block still holds only the pattern.
+#[inline]
 fn verify_poison(f: Block) {
     if f.flags() & POISONED != 0 {
-        let (from, to) = f.poison_range();
-        if let Some(at) = block::first_not(from, to, POISON) {
-            block::write_after_free(at, f);
-        }
+        verify_pattern(f);
+    }
+}
+
+/// `verify_poison` of a block marked poisoned (check mode), out of line.
+#[cold]
+#[inline(never)]
+fn verify_pattern(f: Block) {
+    let (from, to) = f.poison_range();
+    if let Some(at) = block::first_not(from, to, POISON) {
+        block::write_after_free(at, f);
     }
 }
 
