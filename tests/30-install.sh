@@ -13,8 +13,11 @@ export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 flags=$(pkg-config --cflags --libs fitalloc) || fail "pkg-config does not know fitalloc"
 # shellcheck disable=SC2086
 gcc -Wall -Wextra -Werror -o "$BUILD/bin/named_heap" "$ROOT/examples/c/named_heap.c" $flags
-ldd "$BUILD/bin/named_heap" | grep -q "libfitalloc.so => $prefix/lib/libfitalloc.so" \
-  || fail "the example is not linked against the installed libfitalloc.so: $(ldd "$BUILD/bin/named_heap")"
+# (ldd's output is taken whole first: with pipefail, `ldd | grep -q` fails
+# whenever grep stops reading before ldd has written everything.)
+libs=$(ldd "$BUILD/bin/named_heap")
+grep -q "libfitalloc.so => $prefix/lib/libfitalloc.so" <<<"$libs" \
+  || fail "the example is not linked against the installed libfitalloc.so: $libs"
 out=$(env -u LD_PRELOAD "$BUILD/bin/named_heap")
 echo "$out"
 grep -q '^-- Current Memory State --$' <<<"$out" || fail "no heap title"
