@@ -8,7 +8,8 @@
 # threads. Under every policy, then a shorter run with ALLOCATOR_CHECK=1
 # (whole-heap check after every operation) under first_fit and best_fit (the
 # two orders of the free tree). Then 1100 live threads, more than arenas
-# (tests/c/many_threads.c).
+# (tests/c/many_threads.c), and allocation in key destructors that run after
+# fitalloc's (tests/c/late_destructor.c).
 . "$(dirname "$0")/lib.sh"
 
 build threads "$ROOT/tests/c/threads.c" >/dev/null
@@ -48,6 +49,25 @@ for env in "ALLOCATOR_ALGORITHM=first_fit" "ALLOCATOR_ALGORITHM=best_fit ALLOCAT
     status=1
   else
     echo "ok   1100 live threads (more than arenas) under $env"
+  fi
+done
+# Allocation after fitalloc's thread-exit destructor (tests/c/late_destructor.c):
+# a program's key destructor mallocs and frees once fitalloc gave the slot
+# back; 3000 threads, 8 alive at a time, must leave few arenas (a slot kept
+# or given back twice would show as many arenas, or as an abort).
+build late_destructor "$ROOT/tests/c/late_destructor.c" >/dev/null
+for env in "ALLOCATOR_ALGORITHM=first_fit" "ALLOCATOR_ALGORITHM=best_fit ALLOCATOR_CHECK=1"; do
+  rc=0
+  log=$BUILD/tmp/late_destructor.log
+  # shellcheck disable=SC2086
+  timeout 120 env $env ALLOCATOR_STATS=1 LD_PRELOAD="$SO" "$BUILD/bin/late_destructor" >"$log" 2>&1 || rc=$?
+  arenas=$(sed -n 's/^fitalloc: stats (policy [a-z_]*, \([0-9]*\) arena(s))$/\1/p' "$log")
+  if [ $rc -ne 0 ] || ! grep -qx "late_destructor: ok" "$log" || [ -z "$arenas" ] || [ "$arenas" -gt 64 ]; then
+    echo "FAIL: allocation in a key destructor after fitalloc's, under $env (exit status $rc, arenas ${arenas:-?}):"
+    sed 's/^/    /' "$log"
+    status=1
+  else
+    echo "ok   allocation in key destructors after fitalloc's: 3000 threads, $arenas arenas, under $env"
   fi
 done
 [ $status -eq 0 ] || fail "threaded allocation failed (see above)"
