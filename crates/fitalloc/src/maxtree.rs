@@ -12,7 +12,8 @@
 //! `l`. A search reads one group per level and picks its first fitting
 //! entry with a 16-lane comparison; a leaf that grows walks up while its
 //! ancestors are smaller, a leaf that shrinks walks up while the group
-//! maximum changes. A million leaves take 5 levels.
+//! maximum changes (SSE4.1's unsigned maximum where the CPU has it, a
+//! compare-and-select otherwise). A million leaves take 5 levels.
 //!
 //! Values must stay below 2^31 (the comparisons are signed, which is what
 //! SSE2 offers). Invariant (checked by [`MaxTree::check`]): every entry above
@@ -110,6 +111,59 @@ fn group_max(g: &Group) -> u32 {
 #[inline]
 fn group_max(g: &Group) -> u32 {
     g.0.iter().copied().max().unwrap_or(0)
+}
+
+/// The largest entry of a group with SSE4.1's unsigned 32-bit maximum
+/// (six instructions instead of SSE2's compare-and-select), for CPUs that
+/// have it (nearly all x86-64 since 2008; checked once with `cpuid`).
+#[cfg(target_arch = "x86_64")]
+mod sse41 {
+    use super::Group;
+    use core::arch::x86_64::*;
+    use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+    /// 0: not asked yet, 1: no, 2: yes.
+    static HAVE: AtomicU8 = AtomicU8::new(0);
+
+    /// Whether the CPU has SSE4.1.
+    #[inline]
+    pub fn available() -> bool {
+        match HAVE.load(Relaxed) {
+            0 => detect(),
+            h => h == 2,
+        }
+    }
+
+    #[cold]
+    fn detect() -> bool {
+        // CPUID leaf 1, ECX bit 19: SSE4.1 (leaf 1 exists on every x86-64).
+        let yes = __cpuid(1).ecx & 1 << 19 != 0;
+        HAVE.store(if yes { 2 } else { 1 }, Relaxed);
+        yes
+    }
+
+    /// The largest entry of `g`.
+    ///
+    /// # Safety
+    /// The CPU must have SSE4.1 ([`available`]).
+    #[inline]
+    #[target_feature(enable = "sse4.1")]
+    pub unsafe fn group_max(g: &Group) -> u32 {
+        let p = g.0.as_ptr() as *const __m128i;
+        // SAFETY: `g` is 64-byte aligned: four aligned 16-byte loads inside it.
+        let (a, b, c, d) = unsafe {
+            (
+                _mm_load_si128(p),
+                _mm_load_si128(p.add(1)),
+                _mm_load_si128(p.add(2)),
+                _mm_load_si128(p.add(3)),
+            )
+        };
+        let m = _mm_max_epu32(_mm_max_epu32(a, b), _mm_max_epu32(c, d));
+        let m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0b01_00_11_10));
+        let m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0b10_11_00_01));
+        _mm_cvtsi128_si32(m) as u32
+    }
 }
 
 impl MaxTree {
@@ -212,7 +266,32 @@ impl MaxTree {
     /// maximum of their group changes. A parent larger than the old value
     /// was not set by it and stays, without looking at the group.
     #[inline]
-    pub fn lower(&mut self, mut i: usize, mut v: u32) {
+    pub fn lower(&mut self, i: usize, v: u32) {
+        #[cfg(target_arch = "x86_64")]
+        if sse41::available() {
+            // SAFETY: the CPU has SSE4.1.
+            return unsafe { self.lower_sse41(i, v) };
+        }
+        self.lower_with(i, v, group_max)
+    }
+
+    /// `lower` with SSE4.1's maximum.
+    ///
+    /// # Safety
+    /// The CPU must have SSE4.1.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "sse4.1")]
+    unsafe fn lower_sse41(&mut self, i: usize, v: u32) {
+        // SAFETY: the caller checked that the CPU has SSE4.1.
+        self.lower_with(i, v, |g| unsafe { sse41::group_max(g) })
+    }
+
+    /// `lower`, with `max` computing a group's largest entry. The group's
+    /// new maximum is computed whole: the old value was its maximum (the
+    /// parent equals it), and usually no other entry matches it (first fit
+    /// takes a block larger than every block before it).
+    #[inline(always)]
+    fn lower_with(&mut self, mut i: usize, mut v: u32, max: impl Fn(&Group) -> u32) {
         let old = self.entry(0, i);
         if old == v {
             return;
@@ -223,23 +302,14 @@ impl MaxTree {
             if parent > old {
                 return;
             }
-            // The group's new maximum: `v` (just written into it) unless
-            // an entry exceeds it, which one comparison tells (the common
-            // case of a largest block that shrank and stays the largest).
-            let g = self.group(level - 1, i / FAN);
-            v = if fits(g, v + 1) == 0 { v } else { group_max(g) };
+            v = max(self.group(level - 1, i / FAN));
             i /= FAN;
             if v == parent {
                 return;
             }
             self.set_entry(level, i, v);
         }
-        let root = self.group(self.levels - 1, 0);
-        self.top = if fits(root, v + 1) == 0 {
-            v
-        } else {
-            group_max(root)
-        };
+        self.top = max(self.group(self.levels - 1, 0));
     }
 
     /// Sets leaf `i` to `v` (larger or smaller).
@@ -368,8 +438,16 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
+    /// Both ways of lowering: the CPU's (SSE4.1 where it has it) and the
+    /// SSE2 one every x86-64 has.
     #[test]
     fn against_a_vector() {
+        for sse2_only in [false, true] {
+            against_a_vector_lowering(sse2_only);
+        }
+    }
+
+    fn against_a_vector_lowering(sse2_only: bool) {
         for cap in [16usize, 256, 4096, 16 * 300] {
             let mut t = MaxTree::new(cap).unwrap();
             let mut v: Vec<u32> = std::vec![0; cap];
@@ -380,7 +458,11 @@ mod tests {
                 s ^= s << 17;
                 let i = (s as usize >> 3) % cap;
                 let x = ((s >> 40) % 1000) as u32;
-                t.set(i, x);
+                if sse2_only && x < t.get(i) {
+                    t.lower_with(i, x, group_max);
+                } else {
+                    t.set(i, x);
+                }
                 v[i] = x;
                 let k = ((s >> 20) % 1000) as u32 + 1;
                 let from = (s as usize >> 30) % cap;
