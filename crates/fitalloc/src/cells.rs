@@ -296,6 +296,11 @@ impl Cells {
     /// start in region `d`, or `None` for "after every region"), else first
     /// fit.
     pub fn next_fit(&self, units: u32, rover: Option<(&RegionDesc, usize)>) -> Option<Found> {
+        if self.tree.top() < units {
+            // No cell holds a fitting block (the usual case when the heap's
+            // one usable block is the hot block).
+            return None;
+        }
         if let Some((d, addr)) = rover {
             let (c, g) = cell_of(d, addr);
             if let Some(f) = self.scan(c, g, units) {
