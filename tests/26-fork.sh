@@ -5,7 +5,8 @@
 # allocates (also from a new thread and in a grandchild) and must exit 0 -- a
 # child stuck on a lock held at fork time dies of its own alarm and is
 # reported. Then system() and popen() (read and write) while the threads
-# allocate. Every policy, then once with ALLOCATOR_CHECK=1.
+# allocate. Every policy, then once with ALLOCATOR_CHECK=1. Then fork after
+# a thread freed past its exit destructor (tests/c/fork_exited.c).
 . "$(dirname "$0")/lib.sh"
 
 build fork "$ROOT/tests/c/fork.c" >/dev/null
@@ -28,4 +29,21 @@ for p in "${POLICIES[@]}"; do
   run "$p" 60 ALLOCATOR_ALGORITHM="$p"
 done
 run "next_fit + ALLOCATOR_CHECK=1" 20 ALLOCATOR_ALGORITHM=next_fit ALLOCATOR_CHECK=1
+
+# fork after a thread whose last free came after fitalloc's exit destructor
+# (tests/c/fork_exited.c): the child's threads must not share an arena.
+build fork_exited "$ROOT/tests/c/fork_exited.c" >/dev/null
+for env in "ALLOCATOR_ALGORITHM=first_fit" "ALLOCATOR_ALGORITHM=best_fit ALLOCATOR_CHECK=1"; do
+  rc=0
+  log=$BUILD/tmp/fork_exited.log
+  # shellcheck disable=SC2086
+  timeout 120 env $env LD_PRELOAD="$SO" "$BUILD/bin/fork_exited" >"$log" 2>&1 || rc=$?
+  if [ $rc -ne 0 ] || [ "$(tail -n 1 "$log")" != "fork_exited: ok" ]; then
+    echo "FAIL: fork after a free past the exit destructor, under $env (exit status $rc):"
+    sed 's/^/    /' "$log"
+    status=1
+  else
+    echo "ok   fork after a free past the exit destructor under $env"
+  fi
+done
 [ $status -eq 0 ] || fail "fork/system/popen in a threaded program failed (see above)"

@@ -38,6 +38,13 @@ pub const REMOTE_LIMIT: u64 = 1024;
 pub const SHARED: usize = 1 << 15;
 /// In a [`my_slot`] answer: the slot number.
 pub const SLOT_MASK: usize = MAX_ARENAS - 1;
+/// [`my_slot`]'s answer to a thread past its exit destructor (glibc frees
+/// its thread-exit buffers after every key destructor has run, and a
+/// program's destructor may allocate after ours): it has no slot any more,
+/// and must not take one for good, since no destructor would give it back.
+pub const NO_SLOT: usize = usize::MAX - 1;
+/// The TLS word of such a thread (read as `NO_SLOT + 1`).
+const EXITED: usize = NO_SLOT + 1;
 
 static TAKEN: [AtomicU64; MAX_ARENAS / 64] = [const { AtomicU64::new(0) }; MAX_ARENAS / 64];
 /// The pthread key holding each thread's slot + 1 (stored as key + 1; 0:
@@ -100,6 +107,9 @@ mod fast {
 }
 
 /// Elsewhere: the key itself (`pthread_getspecific` does not allocate).
+/// It cannot mark an exited thread: one that allocates after its exit
+/// destructor takes a slot again, given back only if glibc runs the
+/// destructors once more.
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod fast {
     #[inline]
@@ -122,7 +132,7 @@ pub fn slot_taken(s: usize) -> bool {
 }
 
 /// Claims the lowest free slot; `None` if all are taken.
-fn claim() -> Option<usize> {
+pub fn claim() -> Option<usize> {
     for (w, word) in TAKEN.iter().enumerate() {
         let mut v = word.load(Relaxed);
         while v != !0 {
@@ -136,16 +146,17 @@ fn claim() -> Option<usize> {
     None
 }
 
-fn release(s: usize) {
+/// Gives slot `s` back.
+pub fn release(s: usize) {
     TAKEN[s / 64].fetch_and(!(1 << (s % 64)), AcqRel);
 }
 
 /// The thread is exiting: its slot (and arena) is free for the next thread.
 extern "C" fn thread_exit(value: *mut c_void) {
-    // A later call on this thread (another key's destructor) finds no slot
-    // and claims one again, which sets the key again: glibc then runs this
-    // again.
-    fast::set(0);
+    // A later call on this thread (another key's destructor, glibc's own
+    // exit cleanup) finds it marked and borrows a slot for that call only
+    // (`global::borrow_arena`).
+    fast::set(EXITED);
     let v = value as usize;
     if v != 0 && v - 1 < MAX_ARENAS {
         release(v - 1);
@@ -186,7 +197,7 @@ pub fn prepare_threads() {
 }
 
 /// The calling thread's slot (its arena number, `& SLOT_MASK`), with
-/// [`SHARED`] set if it shares it.
+/// [`SHARED`] set if it shares it; [`NO_SLOT`] once it has exited.
 #[inline]
 pub fn my_slot() -> usize {
     match fast::get() {
@@ -228,11 +239,8 @@ fn my_slot_from_key() -> usize {
 /// Fork "child": only the forking thread lives on; every other slot is
 /// free again (their arenas, with their blocks, go to the next threads).
 pub fn fork_child() {
-    let mine = match thread_key() {
-        // SAFETY: reading this thread's value of our key.
-        Some(k) => (unsafe { libc::pthread_getspecific(k) }) as usize,
-        None => 0,
-    };
+    // The slot the forking thread uses (+ 1), as its calls find it.
+    let mine = fast::get();
     for w in &TAKEN {
         w.store(0, Relaxed);
     }

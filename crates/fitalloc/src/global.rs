@@ -237,11 +237,36 @@ impl Who {
     }
 }
 
-/// The calling thread's arena, and how it uses it.
+/// The calling thread's arena, and how it uses it; `None` once the thread
+/// is past its exit destructor (see `borrow_arena`).
 #[inline]
-fn my_arena() -> (usize, Who) {
+fn my_arena() -> Option<(usize, Who)> {
     let s = arena::my_slot();
-    (s & arena::SLOT_MASK, Who::of(s))
+    (s != arena::NO_SLOT).then(|| (s & arena::SLOT_MASK, Who::of(s)))
+}
+
+/// Where the calling thread allocates: its own arena, or one borrowed for
+/// this call (true: give it back after the call).
+#[inline]
+fn arena_to_allocate() -> (usize, Who, bool) {
+    match my_arena() {
+        Some((i, who)) => (i, who, false),
+        None => borrow_arena(),
+    }
+}
+
+/// A thread past its exit destructor has no arena of its own any more: it
+/// borrows a free one for the call and gives it back (taking one for good
+/// would lose it, as no destructor runs again), or, with every arena
+/// taken, enters arena 0 as another thread. Its frees take the
+/// other-thread path, with no arena of their own.
+#[cold]
+#[inline(never)]
+fn borrow_arena() -> (usize, Who, bool) {
+    match arena::claim() {
+        Some(i) => (i, Who::Owner, true),
+        None => (0, Who::Other, false),
+    }
 }
 
 /// What an operation returned, as far as `run` needs to know.
@@ -574,8 +599,12 @@ impl Shared {
         op: Op,
         f: impl FnOnce(&mut ProcessHeap) -> Option<usize>,
     ) -> Option<usize> {
-        let (i, who) = my_arena();
-        self.run(i, who, call, f, |&r| record(op, r))
+        let (i, who, borrowed) = arena_to_allocate();
+        let r = self.run(i, who, call, f, |&r| record(op, r));
+        if borrowed {
+            arena::release(i);
+        }
+        r
     }
 
     /// `malloc` (counted as `call`).
@@ -623,8 +652,7 @@ impl Shared {
         if os::single_threaded() {
             return Some(Who::Owner);
         }
-        let (mine, who) = my_arena();
-        (mine == i).then_some(who)
+        my_arena().and_then(|(mine, who)| (mine == i).then_some(who))
     }
 
     /// `realloc` of a non-null pointer to a non-zero size. In the arena
@@ -774,8 +802,11 @@ impl Shared {
     /// The policy of the calling thread's arena.
     pub fn policy(&self) -> Policy {
         let mut p = Policy::default();
-        let (i, who) = my_arena();
+        let (i, who, borrowed) = arena_to_allocate();
         self.run(i, who, Call::Malloc, |h| p = h.policy(), |_| None);
+        if borrowed {
+            arena::release(i);
+        }
         p
     }
 
