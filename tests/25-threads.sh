@@ -39,18 +39,9 @@ done
 # blocks freed into other (shared) arenas, two generations.
 build many_threads "$ROOT/tests/c/many_threads.c" >/dev/null
 for env in "ALLOCATOR_ALGORITHM=first_fit" "ALLOCATOR_ALGORITHM=best_fit ALLOCATOR_CHECK=1"; do
-  rc=0
-  log=$BUILD/tmp/many_threads.log
-  # shellcheck disable=SC2086
-  timeout 120 env $env LD_PRELOAD="$SO" "$BUILD/bin/many_threads" >"$log" 2>&1 || rc=$?
-  if [ $rc -ne 0 ] || [ "$(tail -n 1 "$log")" != "many_threads: ok" ]; then
-    echo "FAIL: 1100 live threads under $env (exit status $rc):"
-    sed 's/^/    /' "$log"
-    status=1
-  else
-    echo "ok   1100 live threads (more than arenas) under $env"
-  fi
+  expect_ok many_threads "1100 live threads (more than arenas)" "$env" || status=1
 done
+
 # Allocation after fitalloc's thread-exit destructor (tests/c/late_destructor.c):
 # a program's key destructor mallocs and frees once fitalloc gave the slot
 # back; 3000 threads, 8 alive at a time, must leave few arenas (a slot kept

@@ -34,16 +34,6 @@ run "next_fit + ALLOCATOR_CHECK=1" 20 ALLOCATOR_ALGORITHM=next_fit ALLOCATOR_CHE
 # (tests/c/fork_exited.c): the child's threads must not share an arena.
 build fork_exited "$ROOT/tests/c/fork_exited.c" >/dev/null
 for env in "ALLOCATOR_ALGORITHM=first_fit" "ALLOCATOR_ALGORITHM=best_fit ALLOCATOR_CHECK=1"; do
-  rc=0
-  log=$BUILD/tmp/fork_exited.log
-  # shellcheck disable=SC2086
-  timeout 120 env $env LD_PRELOAD="$SO" "$BUILD/bin/fork_exited" >"$log" 2>&1 || rc=$?
-  if [ $rc -ne 0 ] || [ "$(tail -n 1 "$log")" != "fork_exited: ok" ]; then
-    echo "FAIL: fork after a free past the exit destructor, under $env (exit status $rc):"
-    sed 's/^/    /' "$log"
-    status=1
-  else
-    echo "ok   fork after a free past the exit destructor under $env"
-  fi
+  expect_ok fork_exited "fork after a free past the exit destructor" "$env" || status=1
 done
 [ $status -eq 0 ] || fail "fork/system/popen in a threaded program failed (see above)"

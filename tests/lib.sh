@@ -33,6 +33,22 @@ build_linked() {
   echo "$BUILD/bin/$name"
 }
 
+# expect_ok NAME WHAT ENV: runs $BUILD/bin/NAME on fitalloc with ENV (VAR=value
+# words) added to the environment, its output in $BUILD/tmp/NAME.log; it passes
+# when it exits 0 with "NAME: ok" as its last line. Prints "ok   WHAT under ENV",
+# or FAIL with the log and returns 1.
+expect_ok() {
+  local name=$1 what=$2 env=$3 rc=0 log=$BUILD/tmp/$1.log
+  # shellcheck disable=SC2086
+  timeout 120 env $env LD_PRELOAD="$SO" "$BUILD/bin/$name" >"$log" 2>&1 || rc=$?
+  if [ $rc -ne 0 ] || [ "$(tail -n 1 "$log")" != "$name: ok" ]; then
+    echo "FAIL: $what under $env (exit status $rc$([ $rc = 124 ] && echo ': timed out')):"
+    sed 's/^/    /' "$log"
+    return 1
+  fi
+  echo "ok   $what under $env"
+}
+
 # preload CMD...: runs CMD on fitalloc.
 preload() { LD_PRELOAD=$SO "$@"; }
 
