@@ -8,8 +8,9 @@
 # threads. Under every policy, then a shorter run with ALLOCATOR_CHECK=1
 # (whole-heap check after every operation) under first_fit and best_fit (the
 # two orders of the free tree). Then 1100 live threads, more than arenas
-# (tests/c/many_threads.c), and allocation in key destructors that run after
-# fitalloc's (tests/c/late_destructor.c).
+# (tests/c/many_threads.c), allocation in key destructors that run after
+# fitalloc's (tests/c/late_destructor.c), and allocator.so loaded with
+# dlopen (tests/c/dlopen_alloc.c).
 . "$(dirname "$0")/lib.sh"
 
 build threads "$ROOT/tests/c/threads.c" >/dev/null
@@ -61,4 +62,16 @@ for env in "ALLOCATOR_ALGORITHM=first_fit" "ALLOCATOR_ALGORITHM=best_fit ALLOCAT
     echo "ok   allocation in key destructors after fitalloc's: 3000 threads, $arenas arenas, under $env"
   fi
 done
+# allocator.so loaded with dlopen (its thread slots are initial-exec TLS,
+# taken from glibc's spare static TLS space), used from 5 threads.
+build dlopen_alloc "$ROOT/tests/c/dlopen_alloc.c" -ldl >/dev/null
+rc=0
+out=$(timeout 60 env -u LD_PRELOAD "$BUILD/bin/dlopen_alloc" "$SO" 2>&1) || rc=$?
+if [ $rc -ne 0 ] || [ "$(tail -n 1 <<<"$out")" != "dlopen_alloc: ok" ]; then
+  echo "FAIL: allocator.so loaded with dlopen (exit status $rc):"
+  sed 's/^/    /' <<<"$out"
+  status=1
+else
+  echo "ok   allocator.so loaded with dlopen, malloc and free from 5 threads"
+fi
 [ $status -eq 0 ] || fail "threaded allocation failed (see above)"
