@@ -599,8 +599,20 @@ impl Shared {
         op: Op,
         f: impl FnOnce(&mut ProcessHeap) -> Option<usize>,
     ) -> Option<usize> {
+        self.run_own(call, f, |&r| record(op, r))
+    }
+
+    /// `run` in the calling thread's own arena (borrowed for the call by a
+    /// thread past its exit destructor).
+    #[inline]
+    fn run_own<R: Outcome>(
+        &self,
+        call: Call,
+        f: impl FnOnce(&mut ProcessHeap) -> R,
+        trace: impl FnOnce(&R) -> Option<Record>,
+    ) -> R {
         let (i, who, borrowed) = arena_to_allocate();
-        let r = self.run(i, who, call, f, |&r| record(op, r));
+        let r = self.run(i, who, call, f, trace);
         if borrowed {
             arena::release(i);
         }
@@ -802,11 +814,7 @@ impl Shared {
     /// The policy of the calling thread's arena.
     pub fn policy(&self) -> Policy {
         let mut p = Policy::default();
-        let (i, who, borrowed) = arena_to_allocate();
-        self.run(i, who, Call::Malloc, |h| p = h.policy(), |_| None);
-        if borrowed {
-            arena::release(i);
-        }
+        self.run_own(Call::Malloc, |h| p = h.policy(), |_| None);
         p
     }
 
