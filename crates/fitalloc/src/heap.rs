@@ -330,6 +330,7 @@ impl<S: PageSource> Heap<S> {
     }
 
     /// `realloc` when the caller already looked `p` up (as `free_in`).
+    #[inline(always)]
     pub fn realloc_in(
         &mut self,
         region: u32,
@@ -856,7 +857,7 @@ impl<S: PageSource> Heap<S> {
     /// region and its free neighbours (before, after); `id` is what the
     /// page map says of `p`. Reads no memory before the page map has said
     /// that `p` lies in one of our regions.
-    #[inline]
+    #[inline(always)]
     fn block_in(
         &self,
         id: u32,
