@@ -23,6 +23,10 @@ const KEYS: [&[u8]; 6] = [
     b"ALLOCATOR_TRACE=",
 ];
 
+/// `Options::env` before the first read: no pointer to the `environ`
+/// array (which holds pointers, so is aligned) has this value.
+const NOT_READ: usize = usize::MAX;
+
 /// The options in effect.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -38,7 +42,7 @@ pub struct Options {
     pub stats: bool,
     /// `ALLOCATOR_TRACE`: the value (a C string in the environment) or null.
     pub trace: *const c_char,
-    read: bool,
+    /// The `environ` pointer when read; `NOT_READ` before the first read.
     env: usize,
     len: usize,
     /// Per key: (index in environ, entry pointer), pointer 0 if absent.
@@ -67,8 +71,7 @@ impl Options {
             leak_check: false,
             stats: false,
             trace: core::ptr::null(),
-            read: false,
-            env: 0,
+            env: NOT_READ,
             len: 0,
             found: [(0, 0); KEYS.len()],
             any_found: false,
@@ -79,7 +82,7 @@ impl Options {
     #[inline]
     pub fn stale(&self) -> bool {
         let env = environ_ptr();
-        if !self.read || env as usize != self.env {
+        if env as usize != self.env {
             return true;
         }
         if env.is_null() {
@@ -100,7 +103,6 @@ impl Options {
     /// Reads every option from the environment.
     pub fn read(&mut self) {
         *self = Options::new();
-        self.read = true;
         let env = environ_ptr();
         self.env = env as usize;
         if env.is_null() {
