@@ -128,5 +128,25 @@ else
   flunk "control run without ALLOCATOR_CHECK: exit $rc, stdout '$(cat "$tmp/corrupt.out")'"
 fi
 
+# check mode switched off while blocks carry its marks: they are still
+# verified (a write after free at the next take, an overrun at free)
+for what in poison guard; do
+  rc=0
+  (ALLOCATOR_CHECK=1 LD_PRELOAD=$SO timeout 10 "$bin" checkoff $what >"$tmp/checkoff.out" 2>"$tmp/checkoff.err"; exit $?) 2>/dev/null || rc=$?
+  case $what in poison) want='write after free' ;; guard) want='buffer overflow' ;; esac
+  if [ "$rc" -eq 134 ] && grep -q "^fitalloc: $want" "$tmp/checkoff.err" && ! grep -q survived "$tmp/checkoff.out"; then
+    pass "a $what mark made in check mode is verified after it is switched off: $(cat "$tmp/checkoff.err")"
+  else
+    flunk "checkoff $what: exit $rc, stdout '$(cat "$tmp/checkoff.out")', stderr '$(head -c 300 "$tmp/checkoff.err")'"
+  fi
+  rc=0
+  (LD_PRELOAD=$SO timeout 10 "$bin" checkoff $what >"$tmp/checkoff.out" 2>"$tmp/checkoff.err"; exit $?) 2>/dev/null || rc=$?
+  if [ "$rc" -eq 0 ] && grep -q '^survived$' "$tmp/checkoff.out"; then
+    pass "checkoff $what without check mode at all survives (control)"
+  else
+    flunk "checkoff $what control: exit $rc, stdout '$(cat "$tmp/checkoff.out")', stderr '$(head -c 300 "$tmp/checkoff.err")'"
+  fi
+done
+
 echo "options: $checks checks"
 [ "$status" -eq 0 ] || fail "option checks failed (see above)"

@@ -12,6 +12,13 @@
  *   corrupt  overruns a block into its neighbour's header, then only mallocs:
  *            ALLOCATOR_CHECK=1 must abort at that malloc; without it the
  *            program prints "survived"
+ *   checkoff poison|guard
+ *            check mode on at start, then an environment without it: a block
+ *            freed (poisoned) or handed out (with canary bytes) while it was
+ *            on keeps its mark, so a write after free ("poison") or past the
+ *            request ("guard") made after check mode went off is still
+ *            caught when the block is used again or freed; the program
+ *            prints "survived" if not
  * stdout is unbuffered so that stdio never allocates.
  *
  * The region of "policy" (block sizes with header, offsets from its start):
@@ -124,6 +131,35 @@ static int churn(void) {
     return 0;
 }
 
+/* A new environment without ALLOCATOR_CHECK, built without allocating. */
+static void drop_check(void) {
+    static char *env[256];
+    int n = 0;
+    for (char **e = environ; *e && n < 255; e++)
+        if (strncmp(*e, "ALLOCATOR_CHECK=", 16) != 0) env[n++] = *e;
+    env[n] = NULL;
+    environ = env;
+}
+
+static int checkoff(const char *what) {
+    char *p = malloc(100), *g = malloc(100);
+    sink = g;
+    if (!strcmp(what, "poison")) {
+        free(p);
+        drop_check();
+        sink = malloc(200); /* options read again: check mode is off */
+        p[40] = 'x';        /* a write after free */
+        sink = malloc(100); /* first fit takes p's block */
+    } else {
+        drop_check();
+        sink = malloc(200);
+        p[100] = 'x'; /* one byte past the request */
+        free(p);
+    }
+    printf("survived\n");
+    return 0;
+}
+
 static int corrupt(void) {
     char *p = malloc(100), *q = malloc(100);
     sink = q;
@@ -145,5 +181,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "switch") && argc == 3) return policy(argv[2]);
     if (!strcmp(argv[1], "churn")) return churn();
     if (!strcmp(argv[1], "corrupt")) return corrupt();
+    if (!strcmp(argv[1], "checkoff") && argc == 3) return checkoff(argv[2]);
     return 2;
 }

@@ -139,6 +139,11 @@ pub struct Heap<S: PageSource> {
     /// Check mode (`ALLOCATOR_CHECK`): canaries after requests, poisoned
     /// free blocks.
     check: bool,
+    /// Whether a block of this heap may carry a check-mode mark (canary
+    /// slack, `POISONED`): set when check mode is turned on, never cleared.
+    /// The marks are covered by the header check, so while this is false
+    /// no block has one and free and malloc skip every look for them.
+    marks: bool,
     counters: Counters,
     /// Blocks in all regions (used and free): the bound on free blocks the
     /// size index reserves room for.
@@ -181,6 +186,7 @@ impl<S: PageSource> Heap<S> {
             rover: Rover::Start,
             scribble: false,
             check: false,
+            marks: false,
             counters: Counters::default(),
             blocks: 0,
         }
@@ -245,6 +251,7 @@ impl<S: PageSource> Heap<S> {
     /// with a pattern (checked when it is used again, merged or checked).
     pub fn set_check(&mut self, on: bool) {
         self.check = on;
+        self.marks |= on;
     }
 
     // ----------------------------------------------------------------------
@@ -317,7 +324,9 @@ impl<S: PageSource> Heap<S> {
     #[inline]
     pub fn free_in(&mut self, region: u32, p: usize) -> Result<(), Misuse> {
         let (b, d, (prev, next)) = self.block_in(region, p)?;
-        verify_guard(b);
+        if self.marks {
+            verify_guard(b);
+        }
         self.counters.in_use -= b.size();
         self.release_between(b, d, prev, next);
         Ok(())
@@ -338,7 +347,9 @@ impl<S: PageSource> Heap<S> {
         size: usize,
     ) -> Result<Option<usize>, Misuse> {
         let (b, d, _) = self.block_in(region, p)?;
-        verify_guard(b);
+        if self.marks {
+            verify_guard(b);
+        }
         let Some(need) = block::need(size, b.is_named()) else {
             return Ok(None);
         };
@@ -541,10 +552,12 @@ impl<S: PageSource> Heap<S> {
             d.set_huge(false);
             self.source.prefer_small_pages(d.start(), d.size());
         }
-        verify_poison(at);
+        if self.marks {
+            verify_poison(at);
+        }
         // The free pieces stay poisoned (their bytes are the verified
         // pattern), unless a name area of `c` lies in the tail.
-        let keep = if at.flags() & (POISONED | NAMED) == POISONED {
+        let keep = if self.marks && at.flags() & (POISONED | NAMED) == POISONED {
             POISONED
         } else {
             0
@@ -626,8 +639,10 @@ impl<S: PageSource> Heap<S> {
         let start = prev.map_or(b.addr(), |a| a.addr());
         let end = next.map_or(b.end(), |c| c.end());
         // A write into a free neighbour is caught before the merge hides it.
-        for f in prev.into_iter().chain(next) {
-            verify_poison(f);
+        if self.marks {
+            for f in prev.into_iter().chain(next) {
+                verify_poison(f);
+            }
         }
         let parts = self.check.then(|| Parts::of(prev, b, next));
         self.blocks -= prev.is_some() as usize + next.is_some() as usize;
@@ -677,7 +692,9 @@ impl<S: PageSource> Heap<S> {
         }
         // SAFETY: `low` now spans `start..end`, a block of this region.
         let merged = unsafe { Block::from_raw(start) };
-        self.poison_merged(merged, parts.as_ref());
+        if self.marks {
+            self.poison_merged(merged, parts.as_ref());
+        }
         if let Some(name) = name {
             write_name(merged, &name);
         }
@@ -762,8 +779,10 @@ impl<S: PageSource> Heap<S> {
 
     /// Grows used block `b` into its free next neighbour `n` to `need` bytes.
     fn absorb(&mut self, b: Block, d: &RegionDesc, n: Block, need: usize) {
-        verify_poison(n);
-        let keep = if n.flags() & (POISONED | NAMED) == POISONED {
+        if self.marks {
+            verify_poison(n);
+        }
+        let keep = if self.marks && n.flags() & (POISONED | NAMED) == POISONED {
             POISONED
         } else {
             0
@@ -825,7 +844,7 @@ impl<S: PageSource> Heap<S> {
     /// the header; outside check mode, makes sure none is recorded.
     #[inline]
     fn guard(&mut self, b: Block, n: usize) {
-        if !self.check && b.slack() == 0 {
+        if !self.marks || (!self.check && b.slack() == 0) {
             return;
         }
         let usable = b.usable();
