@@ -461,9 +461,9 @@ impl Shared {
         if a.options.stats {
             a.calls[call as usize] += 1;
         }
-        let Some(heap) = a.heap.as_mut() else {
-            unreachable!("heap initialised by refresh")
-        };
+        // SAFETY: `run_in` called `refresh`, which creates the heap, if
+        // there was none.
+        let heap = unsafe { a.heap.as_mut().unwrap_unchecked() };
         let r = f(heap);
         if self.tracing.load(Relaxed) {
             if let Some(rec) = trace(&r) {
