@@ -18,6 +18,9 @@ Rows (an operation is one malloc plus one free):
   pair            churn with one live block (live=1): every operation frees
                   it and allocates another of 8..512 B, nothing to search:
                   the fixed cost of a call
+  realloc         row d, nvec 5000 vs 10000: per realloc (the count is the
+                  one the program prints after its checksum; an operation
+                  here is one realloc, not a malloc+free)
 With --policies, fitalloc runs the frag rows under all four policies.
 With --programs, a second table gives the instructions of whole runs of
 row f's allocation-heavy programs (python3 PYTHONMALLOC=malloc and perl at
@@ -51,7 +54,18 @@ def rows():
         ("frag-n1e5", lambda k: [b("frag"), "n=100000", "iters=%d" % k], 20000, 120000, steps, True),
         ("frag2-n1e2", lambda k: [b("frag_distinct"), "n=100", "iters=%d" % k], 20000, 120000, steps, True),
         ("frag2-n1e4", lambda k: [b("frag_distinct"), "n=10000", "iters=%d" % k], 20000, 120000, steps, True),
+        # None: as many operations as the program reports (`realloc_count`)
+        ("realloc", lambda k: [b("realloc"), "nvec=%d" % k], 5000, 10000, None, False),
     ]
+
+
+def realloc_count(argv):
+    """The number of reallocs realloc.c made: the suffix of its CHECK line."""
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("CHECK "):
+            return int(line.rsplit("-", 1)[1])
+    sys.exit("instr: no CHECK line from " + " ".join(argv))
 
 
 def programs():
@@ -93,6 +107,8 @@ def per_op(row, so, env):
     key, argv, small, large, unit, _ = row
     a = instructions(argv(small), so, env)
     z = instructions(argv(large), so, env)
+    if unit is None:
+        return (z - a) / (realloc_count(argv(large)) - realloc_count(argv(small)))
     return (z - a) / ((large - small) * unit)
 
 
@@ -109,7 +125,8 @@ def main():
     want = [w for w in args.only.split(",") if w]
     chosen = [r for r in rows() if not want or any(r[0].startswith(w) for w in want)]
     cols = ["glibc", "fitalloc"] + (["fitalloc/" + p for p in POLICIES[1:]] if args.policies else [])
-    print("instructions per malloc+free under callgrind (difference of two runs; %s)" % so)
+    print("instructions per malloc+free (realloc: per realloc) under callgrind "
+          "(difference of two runs; %s)" % so)
     print("| row | " + " | ".join(cols) + " | fitalloc / glibc |")
     print("|---|" + "---:|" * (len(cols) + 1))
     for row in chosen:
