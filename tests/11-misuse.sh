@@ -30,6 +30,7 @@ declare -A WANT=(
   [double-free-merged-next]=$DF     # the freed block absorbed a free next block
   [double-free-lone-large]=$DF      # 4 MiB block alone: its region is gone after the first free
   [double-free-lone-small]=$DF      # the heap's only block: its region is gone after the first free
+  [double-free-region-reused]=$DF   # its region unmapped, then its span and id reused by a new region
   [realloc-after-free]=$RF
   [free-stack]=$NM
   [free-static]=$NM

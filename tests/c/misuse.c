@@ -119,6 +119,27 @@ int main(int argc, char **argv) {
         free(p);
         announce(p);
         free(p);
+    } else if (!strcmp(m, "double-free-region-reused")) {
+        /* b is the last block of its region to be freed: the region goes
+         * back to the span cache with b's header as it was. A larger
+         * request then takes that span (merged with a's) and the region id;
+         * b's old header lies in its free tail, still in place when b is
+         * freed again (found by review: accepted, then the
+         * heap was corrupted, or a crash under best fit) */
+        free(keep); /* an empty heap: a and x open a region each */
+        char *a = malloc(4000), *x = malloc(3000), *b = malloc(500);
+        free(a);
+        free(x);
+        free(b);
+        char *q = malloc(5000); /* a region of two pages: q, then a free tail */
+        memset(q, 0x51, 100);
+        sink = q;
+        if (b < q || b >= q - 16 + 2 * sysconf(_SC_PAGESIZE)) {
+            say("precondition: the new region does not cover the freed block\n");
+            return 1;
+        }
+        announce(b);
+        free(b);
     } else if (!strcmp(m, "realloc-after-free")) {
         char *p = malloc(100);
         free(p);

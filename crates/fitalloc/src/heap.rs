@@ -650,7 +650,7 @@ impl<S: PageSource> Heap<S> {
             for f in prev.into_iter().chain(next) {
                 self.index.remove(d, f.addr(), f.units());
             }
-            self.unmap_region(b.region(), d);
+            self.unmap_freed(b, d);
             return;
         }
         let low = prev.unwrap_or(b);
@@ -723,6 +723,19 @@ impl<S: PageSource> Heap<S> {
         if !marked {
             m.set_flags(self.secret, m.flags() | POISONED);
         }
+    }
+
+    /// Unmaps region `d`, which `b`'s free left as one free block. The span
+    /// may come back (span cache) as a region with the same id whose blocks
+    /// do not cover `b`'s header: marked free, it makes a second free of
+    /// `b` a double free there too, as every other header left in the span
+    /// already is (free blocks, and headers merged away, keep their mark).
+    /// Out of line: the free path stays as short without it.
+    #[cold]
+    #[inline(never)]
+    fn unmap_freed(&mut self, b: Block, d: &RegionDesc) {
+        b.set_flags(self.secret, FREE);
+        self.unmap_region(b.region(), d);
     }
 
     fn unmap_region(&mut self, id: u32, d: &RegionDesc) {
