@@ -10,7 +10,8 @@
 # two orders of the free tree). Then 1100 live threads, more than arenas
 # (tests/c/many_threads.c), allocation in key destructors that run after
 # fitalloc's (tests/c/late_destructor.c), and allocator.so loaded with
-# dlopen (tests/c/dlopen_alloc.c).
+# dlopen (tests/c/dlopen_alloc.c); malloc_usable_size and realloc of another
+# thread's block in check mode (tests/c/foreign_check.c).
 . "$(dirname "$0")/lib.sh"
 
 build threads "$ROOT/tests/c/threads.c" >/dev/null
@@ -41,6 +42,14 @@ done
 build many_threads "$ROOT/tests/c/many_threads.c" >/dev/null
 for env in "ALLOCATOR_ALGORITHM=first_fit" "ALLOCATOR_ALGORITHM=best_fit ALLOCATOR_CHECK=1"; do
   expect_ok many_threads "1100 live threads (more than arenas)" "$env" || status=1
+done
+
+# malloc_usable_size and realloc of another thread's block under check mode
+# (tests/c/foreign_check.c): no canary byte is left where the program may now
+# write.
+build foreign_check "$ROOT/tests/c/foreign_check.c" >/dev/null
+for env in "ALLOCATOR_CHECK=1" "ALLOCATOR_ALGORITHM=best_fit ALLOCATOR_CHECK=1" "ALLOCATOR_ALGORITHM=next_fit"; do
+  expect_ok foreign_check "usable size and realloc of another thread's block" "$env" || status=1
 done
 
 # Allocation after fitalloc's thread-exit destructor (tests/c/late_destructor.c):

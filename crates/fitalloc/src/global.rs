@@ -702,7 +702,10 @@ impl Shared {
             let f = |h: &mut ProcessHeap| h.realloc_in(id, p, 0).map(|_| None);
             return self.run(i, Who::Other, call, f, |_| None);
         };
-        if size <= b.usable() {
+        // In place while the size stays clear of check mode's canary bytes
+        // (the header, which records them, is the owner's to change).
+        let clear = b.usable() - b.slack();
+        if size <= clear {
             return Ok(Some(p));
         }
         let q = if b.is_named() {
@@ -713,9 +716,10 @@ impl Shared {
             self.malloc(call, size)
         };
         let Some(q) = q else { return Ok(None) };
+        let n = b.usable().min(size);
         // SAFETY: both blocks are live and distinct; `p` holds `usable`
-        // bytes, `q` at least `size` > `usable`.
-        unsafe { core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, b.usable()) };
+        // bytes, `q` at least `size` (its canary, if any, starts there).
+        unsafe { core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, n) };
         self.free_remote(i, id, p)?;
         Ok(Some(q))
     }
@@ -743,7 +747,9 @@ impl Shared {
         let (i, id) = self.arena_of(p)?;
         let who = Self::mine(i);
         if who.is_none() {
-            if let Ok(b) = foreign_block(id, p) {
+            // Without the owner's lock only when no canary must be dropped
+            // (all the usable bytes become the caller's).
+            if let Some(b) = foreign_block(id, p).ok().filter(|b| b.slack() == 0) {
                 return Ok(b.usable());
             }
         }
