@@ -324,9 +324,7 @@ impl<S: PageSource> Heap<S> {
     #[inline]
     pub fn free_in(&mut self, region: u32, p: usize) -> Result<(), Misuse> {
         let (b, d, (prev, next)) = self.block_in(region, p)?;
-        if self.marks {
-            verify_guard(b);
-        }
+        self.verify_guard(b);
         self.counters.in_use -= b.size();
         self.release_between(b, d, prev, next);
         Ok(())
@@ -347,9 +345,7 @@ impl<S: PageSource> Heap<S> {
         size: usize,
     ) -> Result<Option<usize>, Misuse> {
         let (b, d, _) = self.block_in(region, p)?;
-        if self.marks {
-            verify_guard(b);
-        }
+        self.verify_guard(b);
         let Some(need) = block::need(size, b.is_named()) else {
             return Ok(None);
         };
@@ -400,7 +396,7 @@ impl<S: PageSource> Heap<S> {
     /// All of them may be written: a check-mode canary is dropped.
     pub fn usable_size_in(&mut self, region: u32, p: usize) -> Result<usize, Misuse> {
         let (b, _, _) = self.block_in(region, p)?;
-        verify_guard(b);
+        self.verify_guard(b);
         let slack = b.slack();
         if slack != 0 {
             b.set_flags(self.secret, Block::with_slack(b.flags(), 0));
@@ -552,16 +548,7 @@ impl<S: PageSource> Heap<S> {
             d.set_huge(false);
             self.source.prefer_small_pages(d.start(), d.size());
         }
-        if self.marks {
-            verify_poison(at);
-        }
-        // The free pieces stay poisoned (their bytes are the verified
-        // pattern), unless a name area of `c` lies in the tail.
-        let keep = if self.marks && at.flags() & (POISONED | NAMED) == POISONED {
-            POISONED
-        } else {
-            0
-        };
+        let keep = self.reused_poison(at);
         let rest = s - gap - need;
         let (used, tail) = if rest >= MIN_BLOCK {
             (need, rest)
@@ -640,9 +627,9 @@ impl<S: PageSource> Heap<S> {
         let end = next.map_or(b.end(), |c| c.end());
         // A write into a free neighbour is caught before the merge hides it.
         if self.marks {
-            for f in prev.into_iter().chain(next) {
-                verify_poison(f);
-            }
+            prev.into_iter()
+                .chain(next)
+                .for_each(|f| self.verify_poison(f));
         }
         let parts = self.check.then(|| Parts::of(prev, b, next));
         self.blocks -= prev.is_some() as usize + next.is_some() as usize;
@@ -692,9 +679,7 @@ impl<S: PageSource> Heap<S> {
         }
         // SAFETY: `low` now spans `start..end`, a block of this region.
         let merged = unsafe { Block::from_raw(start) };
-        if self.marks {
-            self.poison_merged(merged, parts.as_ref());
-        }
+        self.poison_merged(merged, parts.as_ref());
         if let Some(name) = name {
             write_name(merged, &name);
         }
@@ -705,6 +690,9 @@ impl<S: PageSource> Heap<S> {
     /// unpoisoned neighbours, old name areas) and marks it poisoned;
     /// outside check mode, makes sure it is not marked.
     fn poison_merged(&self, m: Block, parts: Option<&Parts>) {
+        if !self.marks {
+            return;
+        }
         let marked = m.flags() & POISONED != 0;
         let Some(parts) = parts else {
             if marked {
@@ -722,6 +710,44 @@ impl<S: PageSource> Heap<S> {
         }
         if !marked {
             m.set_flags(self.secret, m.flags() | POISONED);
+        }
+    }
+
+    /// Checks the canary bytes a used block's header announces (check
+    /// mode; none while the heap has no marks).
+    #[inline]
+    fn verify_guard(&self, b: Block) {
+        if !self.marks {
+            return;
+        }
+        let slack = b.slack();
+        if slack != 0 {
+            let end = b.payload() + b.usable();
+            if let Some(at) = block::first_not(end - slack, end, CANARY) {
+                block::buffer_overflow(at);
+            }
+        }
+    }
+
+    /// Checks that a poisoned free block still holds only the pattern.
+    #[inline]
+    fn verify_poison(&self, f: Block) {
+        if self.marks && f.flags() & POISONED != 0 {
+            verify_pattern(f);
+        }
+    }
+
+    /// Free block `f` is about to be cut (a split, or a realloc growing
+    /// into it): its pattern is verified, and the result is the flag its
+    /// free pieces keep: `POISONED` (their bytes are the verified pattern)
+    /// unless a name area lies in it.
+    #[inline]
+    fn reused_poison(&self, f: Block) -> u32 {
+        self.verify_poison(f);
+        if self.marks && f.flags() & (POISONED | NAMED) == POISONED {
+            POISONED
+        } else {
+            0
         }
     }
 
@@ -792,14 +818,7 @@ impl<S: PageSource> Heap<S> {
 
     /// Grows used block `b` into its free next neighbour `n` to `need` bytes.
     fn absorb(&mut self, b: Block, d: &RegionDesc, n: Block, need: usize) {
-        if self.marks {
-            verify_poison(n);
-        }
-        let keep = if self.marks && n.flags() & (POISONED | NAMED) == POISONED {
-            POISONED
-        } else {
-            0
-        };
+        let keep = self.reused_poison(n);
         let name = b.is_named().then(|| read_name(b));
         let secret = self.secret;
         let (old, total, n_units) = (b.size(), b.size() + n.size(), n.units());
@@ -1171,26 +1190,6 @@ impl Parts {
             r[5] = stale_name(b, f);
         }
         r
-    }
-}
-
-/// Checks the canary bytes a used block's header announces (check mode).
-#[inline]
-fn verify_guard(b: Block) {
-    let slack = b.slack();
-    if slack != 0 {
-        let end = b.payload() + b.usable();
-        if let Some(at) = block::first_not(end - slack, end, CANARY) {
-            block::buffer_overflow(at);
-        }
-    }
-}
-
-/// Checks that a poisoned free block still holds only the pattern.
-#[inline]
-fn verify_poison(f: Block) {
-    if f.flags() & POISONED != 0 {
-        verify_pattern(f);
     }
 }
 
