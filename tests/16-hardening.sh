@@ -17,6 +17,9 @@ WAF="write after free"
 # depending on the policy
 CFB="corrupted (free block|block header)"
 BOF="buffer overflow"
+CBH="corrupted block header"
+# check mode's heap check may meet the header first (after setenv's realloc)
+CBH_OR_CHECK="(corrupted block header|heap check failed: block header check fails)"
 
 # mode -> "default outcome;check-mode outcome"
 declare -A WANT=(
@@ -29,6 +32,15 @@ declare -A WANT=(
   [overflow-string]="$OK;$BOF"     # strcpy into malloc(strlen(s))
   [read-after-free]="$OK;$OK"      # cannot be seen by a boundary-tag heap
   [write-after-reuse]="$OK;$OK"    # the memory is another block's by then
+  # an overflow sets a used block's size to 0 or 2^24 units, then a walk
+  # over the whole heap meets it: print_memory, the leak report at exit, an
+  # index rebuilt for another policy
+  [walk-zero-print]="$CBH;$CBH"
+  [walk-huge-print]="$CBH;$CBH"
+  [walk-zero-leak]="$CBH;$CBH"
+  [walk-huge-leak]="$CBH;$CBH"
+  [walk-zero-switch]="$CBH;$CBH_OR_CHECK"
+  [walk-huge-switch]="$CBH;$CBH_OR_CHECK"
 )
 
 failures=()

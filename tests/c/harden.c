@@ -19,6 +19,9 @@
 #include <string.h>
 #include <unistd.h>
 
+/* from allocator.so, preloaded */
+void print_memory(void) __attribute__((weak));
+
 #pragma GCC diagnostic ignored "-Wuse-after-free"
 #pragma GCC diagnostic ignored "-Wstringop-overflow"
 #pragma GCC diagnostic ignored "-Warray-bounds"
@@ -133,6 +136,37 @@ int main(int argc, char **argv) {
         free(d);
         while (n > 0) free(held[--n]);
         keep_going(100);
+    } else if (!strncmp(m, "walk-", 5)) {
+        /* an overflow of `a` sets the size of the used block after it to
+         * 0 (a walk that trusts it steps in place forever) or to 2^24
+         * units (it walks out of the region); then a walk over the whole
+         * heap meets that header before any call looks at b */
+        const char *how = m + 5;
+        uint32_t size = !strncmp(how, "zero", 4) ? 0 : 1u << 24;
+        const char *walk = strchr(how, '-');
+        if (!walk) return 2;
+        walk++;
+        if (!strcmp(walk, "leak")) {
+            setenv("ALLOCATOR_LEAK_CHECK", "1", 1);
+            free(malloc(100)); /* the option holds from here on */
+        }
+        memcpy(b - 8, &size, sizeof size);
+        if (!strcmp(walk, "print")) {
+            if (!print_memory) fail("print_memory is not preloaded");
+            print_memory();
+        } else if (!strcmp(walk, "switch")) {
+            /* setenv's own realloc still sees the old environment; the
+             * malloc after it builds the other policy's index */
+            const char *now = getenv("ALLOCATOR_ALGORITHM");
+            int best = now && !strcmp(now, "best_fit");
+            setenv("ALLOCATOR_ALGORITHM", best ? "first_fit" : "best_fit", 1);
+            free(malloc(100));
+        } else if (strcmp(walk, "leak")) {
+            return 2;
+        }
+        /* leak: the report at exit walks every region */
+        say("done\n");
+        return 0;
     }
     say("unknown mode\n");
     return 2;

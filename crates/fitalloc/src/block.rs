@@ -307,6 +307,15 @@ pub fn buffer_overflow(at: usize) -> ! {
     crate::os::abort()
 }
 
+/// Reports a header that fails its check where a walk over the heap meets
+/// it (`print_memory`, the leak report) and aborts.
+#[cold]
+#[inline(never)]
+pub fn corrupted_header(addr: usize) -> ! {
+    crate::eprint_raw!("fitalloc: corrupted block header at {addr:#x}\n");
+    crate::os::abort()
+}
+
 /// Reports a free block whose header was overwritten and aborts.
 #[cold]
 #[inline(never)]

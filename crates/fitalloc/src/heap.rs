@@ -234,7 +234,7 @@ impl<S: PageSource> Heap<S> {
             index.add_region(reg, d, &mut region_ids(reg, self.head).take(n))?;
         }
         for d in self.regions() {
-            for b in region_blocks(d).filter(|b| b.is_free()) {
+            for b in region_blocks(d, self.secret).filter(|b| b.is_free()) {
                 index.insert_fallible(d, b.addr(), b.units())?;
             }
         }
@@ -416,9 +416,10 @@ impl<S: PageSource> Heap<S> {
         region_ids(reg, self.head).map(move |id| reg.desc(id))
     }
 
-    /// The blocks of one region of this heap, by address.
+    /// The blocks of one region of this heap, by address (each header is
+    /// checked first: a broken one ends the process, see `region_blocks`).
     pub fn blocks<'a>(&'a self, d: &'a RegionDesc) -> impl Iterator<Item = BlockInfo> + 'a {
-        region_blocks(d).map(|b| BlockInfo {
+        region_blocks(d, self.secret).map(|b| BlockInfo {
             addr: b.addr(),
             size: b.size(),
             free: b.is_free(),
@@ -1034,7 +1035,11 @@ impl<S: PageSource> Heap<S> {
         if in_use != self.counters.in_use || mapped != self.counters.mapped {
             return Err(("byte counters disagree with the heap", 0));
         }
-        let blocks: usize = self.regions().map(|d| region_blocks(d).count()).sum();
+        // Every header passed `check_region` above.
+        let blocks: usize = self
+            .regions()
+            .map(|d| region_blocks(d, self.secret).count())
+            .sum();
         if blocks != self.blocks {
             return Err(("block count disagrees with the heap", 0));
         }
@@ -1230,11 +1235,19 @@ fn region_ids(reg: &'static Registry, head: u32) -> impl Iterator<Item = u32> {
     })
 }
 
-/// The blocks of a region, by address.
-fn region_blocks(d: &RegionDesc) -> impl Iterator<Item = Block> + '_ {
+/// The blocks of a region, by address, for the walks over a whole heap
+/// (`print_memory`, the leak report, an index rebuild). Each header is
+/// checked before anything read from it is used: one a program overwrote
+/// (a size of 0 would walk in place forever, a huge one out of the region)
+/// ends the process as `corrupted block header`.
+fn region_blocks(d: &RegionDesc, secret: u64) -> impl Iterator<Item = Block> + '_ {
     let mut at = Some(first_block(d));
     core::iter::from_fn(move || {
         let b = at?;
+        let named_fits = !b.is_named() || b.size() >= HEADER + NAME_AREA;
+        if !b.is_sealed(secret) || b.size() < MIN_BLOCK || b.end() > d.end() || !named_fits {
+            block::corrupted_header(b.addr());
+        }
         at = next_in(d, b);
         Some(b)
     })
