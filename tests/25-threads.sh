@@ -83,4 +83,28 @@ if [ $rc -ne 0 ] || [ "$(tail -n 1 <<<"$out")" != "dlopen_alloc: ok" ]; then
 else
   echo "ok   allocator.so loaded with dlopen, malloc and free from 5 threads"
 fi
+# Blocks freed into another thread's arena are not held back
+# (tests/c/remote_held.c): while their owner waits without a call (folded
+# by the freeing thread once they add up to a few MiB), after it exited
+# without a call (folded at its exit: the block then reads as freed), and a
+# zero-size named block keeps its name (freed under the owner's lock).
+build remote_held "$ROOT/tests/c/remote_held.c" >/dev/null
+held() { # held MODE ENV RC PATTERN WHAT: remote_held MODE exits RC with PATTERN in its output
+  local mode=$1 env=$2 want=$3 pattern=$4 what=$5 rc=0 log=$BUILD/tmp/remote_held.log
+  # shellcheck disable=SC2086
+  (timeout 60 env $env LD_PRELOAD="$SO" "$BUILD/bin/remote_held" "$mode" >"$log" 2>&1; exit $?) 2>/dev/null || rc=$?
+  if [ $rc -ne "$want" ] || ! grep -q -- "$pattern" "$log"; then
+    echo "FAIL: $what under $env (exit status $rc, expected $want):"
+    sed 's/^/    /' "$log"
+    return 1
+  fi
+  echo "ok   $what ($env): $(grep -m 1 -- "$pattern" "$log")"
+}
+for env in "ALLOCATOR_ALGORITHM=first_fit" "ALLOCATOR_ALGORITHM=best_fit ALLOCATOR_CHECK=1"; do
+  held idle "$env" 0 '^ok idle' "blocks freed into a waiting thread's arena are released" || status=1
+  held exited "$env" 134 '^fitalloc: malloc_usable_size of a freed pointer at 0x' \
+    "a block freed into an exited thread's arena is freed at its exit" || status=1
+  held name "$env" 0 "48 \[FREE\] 'zero-size name'" \
+    "a zero-size named block freed by another thread keeps its name" || status=1
+done
 [ $status -eq 0 ] || fail "threaded allocation failed (see above)"

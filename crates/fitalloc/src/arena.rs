@@ -17,22 +17,33 @@
 //! - A block freed by **another** thread is pushed onto its arena's
 //!   [`Remote`] list (one compare-and-swap); the arena's user folds the list
 //!   into its heap at its next call. The list is linked through the freed
-//!   blocks' first payload word, encoded with the heap's key and checked
-//!   (page map, owner) before it is followed, so a program writing into a
-//!   freed block cannot steer the fold. A list whose arena has no thread
-//!   (it exited) or that grows past [`REMOTE_LIMIT`] is folded by the
-//!   pusher itself, under the arena's lock: no list grows without bound.
+//!   blocks' first payload word, encoded with a key of its own (not the
+//!   header checks') and checked (page map, owner) before it is followed,
+//!   so a program writing into a freed block cannot steer the fold. A list
+//!   whose arena has no thread (it exited) or that grows past
+//!   [`REMOTE_LIMIT`] blocks or [`REMOTE_BYTES`] is folded by the pusher
+//!   itself, under the arena's lock, and an exiting thread folds its own
+//!   (the exit hook): no list grows without bound, and none outlives its
+//!   thread for long.
 //! - More than [`MAX_ARENAS`] live threads share arenas (the lock makes
 //!   that correct, only slower): such a thread's slot carries [`SHARED`],
 //!   and is not given back when it exits.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 /// Arenas (and thread slots) at most.
 pub const MAX_ARENAS: usize = 1024;
 /// A remote list this long is folded by the thread that pushes onto it.
 pub const REMOTE_LIMIT: u64 = 1024;
+/// A remote list holding this many bytes of blocks is folded by the thread
+/// that pushes onto it (so an owner that stops allocating holds at most
+/// this much in blocks of a page or more, and `REMOTE_LIMIT` smaller ones,
+/// for others).
+pub const REMOTE_BYTES: u64 = 4 << 20;
+/// Blocks under this size are not counted in a list's bytes (the count
+/// bounds them).
+const SMALL_REMOTE: usize = 4096;
 /// In a [`my_slot`] answer: the thread did not get a slot of its own (more
 /// live threads than arenas) and shares this one.
 pub const SHARED: usize = 1 << 15;
@@ -126,9 +137,13 @@ mod fast {
     pub fn set(_v: usize) {}
 }
 
-/// Whether slot `s` belongs to a live thread.
+/// Whether slot `s` belongs to a live thread. Sequentially consistent,
+/// as are `release` and a push onto a remote list: a thread that pushes
+/// and then finds the slot free, and an exiting thread that frees its slot
+/// and then looks at its list, cannot both miss the other (one of them
+/// folds the list).
 pub fn slot_taken(s: usize) -> bool {
-    TAKEN[s / 64].load(Relaxed) & 1 << (s % 64) != 0
+    TAKEN[s / 64].load(SeqCst) & 1 << (s % 64) != 0
 }
 
 /// Claims the lowest free slot; `None` if all are taken.
@@ -148,7 +163,19 @@ pub fn claim() -> Option<usize> {
 
 /// Gives slot `s` back.
 pub fn release(s: usize) {
-    TAKEN[s / 64].fetch_and(!(1 << (s % 64)), AcqRel);
+    TAKEN[s / 64].fetch_and(!(1 << (s % 64)), SeqCst);
+}
+
+/// What runs when a thread gives its slot back, with the slot's number:
+/// allocator.so folds the slot's remote list there (blocks other threads
+/// freed while the owner lived would otherwise wait for the slot's next
+/// thread). 0: nothing.
+static EXIT_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the hook run when a thread has given its slot back (see
+/// `EXIT_HOOK`).
+pub fn set_exit_hook(f: fn(usize)) {
+    EXIT_HOOK.store(f as usize, Release);
 }
 
 /// The thread is exiting: its slot (and arena) is free for the next thread.
@@ -160,6 +187,13 @@ extern "C" fn thread_exit(value: *mut c_void) {
     let v = value as usize;
     if v != 0 && v - 1 < MAX_ARENAS {
         release(v - 1);
+        let hook = EXIT_HOOK.load(Acquire);
+        if hook != 0 {
+            // SAFETY: only `set_exit_hook` stores a non-zero value, a
+            // `fn(usize)`.
+            let f: fn(usize) = unsafe { core::mem::transmute::<usize, fn(usize)>(hook) };
+            f(v - 1);
+        }
     }
 }
 
@@ -262,6 +296,11 @@ const COUNT_MAX: u64 = (1 << (64 - ADDR_BITS)) - 1;
 #[repr(align(64))]
 pub struct Remote {
     head: AtomicU64,
+    /// Bytes of the blocks of `SMALL_REMOTE` or more pushed since the list
+    /// was last taken (a
+    /// concurrent push may be counted into the next list: a hint for when
+    /// to fold, never used for anything else).
+    bytes: AtomicU64,
 }
 
 impl Default for Remote {
@@ -281,6 +320,7 @@ impl Remote {
     pub const fn new() -> Remote {
         Remote {
             head: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         }
     }
 
@@ -291,13 +331,14 @@ impl Remote {
     }
 
     /// Pushes the block whose payload is `p` (16-aligned, inside a region
-    /// of the arena's heap, no longer used by the program); returns the
-    /// list's length after the push (saturating).
+    /// of the arena's heap, no longer used by the program), `size` bytes
+    /// long; returns the list's length after the push (saturating) and the
+    /// bytes it holds.
     ///
     /// # Safety
     /// `p` must be the payload of a block of a live region, with at least 8
     /// bytes that nothing else writes until the list is taken.
-    pub unsafe fn push(&self, p: usize, key: u64) -> u64 {
+    pub unsafe fn push(&self, p: usize, size: usize, key: u64) -> (u64, u64) {
         let mut h = self.head.load(Relaxed);
         loop {
             let next = ((h & ADDR_MASK) << 4) as usize;
@@ -305,16 +346,30 @@ impl Remote {
             unsafe { (p as *mut u64).write(encode(p, next, key)) };
             let count = ((h >> ADDR_BITS) + 1).min(COUNT_MAX);
             let new = (p as u64 >> 4) | count << ADDR_BITS;
-            match self.head.compare_exchange_weak(h, new, Release, Relaxed) {
-                Ok(_) => return count,
+            // SeqCst: see `slot_taken`.
+            match self.head.compare_exchange_weak(h, new, SeqCst, Relaxed) {
+                // Blocks under a page are bounded by the count (at most
+                // 4 MiB of them): only larger ones pay for the sum.
+                Ok(_) if size < SMALL_REMOTE => return (count, 0),
+                Ok(_) => {
+                    let bytes = self.bytes.fetch_add(size as u64, Relaxed) + size as u64;
+                    return (count, bytes);
+                }
                 Err(now) => h = now,
             }
         }
     }
 
+    /// Whether the list may hold blocks, ordered after this thread's
+    /// release of its slot (see `slot_taken`).
+    pub fn is_empty_seqcst(&self) -> bool {
+        self.head.load(SeqCst) == 0
+    }
+
     /// Takes the whole list; returns its first payload address (0: empty).
     #[inline]
     pub fn take(&self) -> usize {
+        self.bytes.store(0, Relaxed);
         ((self.head.swap(0, Acquire) & ADDR_MASK) << 4) as usize
     }
 

@@ -20,7 +20,7 @@ use core::cell::UnsafeCell;
 use core::ffi::c_char;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering::*};
 
-use crate::arena::{self, Remote, MAX_ARENAS, REMOTE_LIMIT};
+use crate::arena::{self, Remote, MAX_ARENAS, REMOTE_BYTES, REMOTE_LIMIT};
 use crate::block::{self, ALIGN, HEADER};
 use crate::cache::CachedPages;
 use crate::heap::{Counters, Heap, Misuse, Policy};
@@ -517,7 +517,7 @@ impl Shared {
     #[inline(never)]
     fn fold(&self, slot: &Slot, a: &mut Arena) {
         let Some(heap) = a.heap.as_mut() else { return };
-        let key = REGISTRY.secret();
+        let key = REGISTRY.link_secret();
         let mut p = slot.remote.take();
         while p != 0 {
             let id = REGISTRY.lookup(p);
@@ -545,21 +545,38 @@ impl Shared {
     /// in use. Folds the list itself when the arena has no thread or the
     /// list is long.
     fn free_remote(&self, i: usize, id: u32, p: usize) -> Result<(), Misuse> {
-        if foreign_block(id, p).is_err() {
-            // Let the owner's heap say exactly what is wrong (nothing
-            // changes: the block is not valid).
-            return self.run(i, Who::Other, Call::Free, |h| h.free_in(id, p), |_| None);
-        }
+        // A named block with fewer than 8 bytes before its name has the
+        // name where the link would go: freed under the owner's lock.
+        let b = match foreign_block(id, p) {
+            Ok(b) if !b.is_named() || b.size() >= HEADER + block::NAME_AREA + 8 => b,
+            // Otherwise the owner's heap says exactly what is wrong
+            // (nothing changes: the block is not valid).
+            _ => return self.run(i, Who::Other, Call::Free, |h| h.free_in(id, p), |_| None),
+        };
         let slot = self.slot(i);
         // SAFETY: `p` is the payload of a used block of a live region that
         // the program gives up; its first word is ours until the fold.
-        let count = unsafe { slot.remote.push(p, REGISTRY.secret()) };
-        if count >= REMOTE_LIMIT {
+        let (count, bytes) = unsafe { slot.remote.push(p, b.size(), REGISTRY.link_secret()) };
+        if count >= REMOTE_LIMIT || bytes >= REMOTE_BYTES {
             self.fold_for(i, true);
         } else if !arena::slot_taken(i) {
             self.fold_for(i, false);
         }
         Ok(())
+    }
+
+    /// Thread slot `i` was given back (its thread exited): folds the blocks
+    /// other threads freed into its arena meanwhile, unless a new thread
+    /// took the slot already (it folds them at its next call). Pushes made
+    /// after this look find the slot free and fold themselves.
+    pub fn slot_released(&self, i: usize) {
+        if i >= MAX_ARENAS || self.chunks[i / CHUNK].load(Acquire).is_null() {
+            return;
+        }
+        let slot = self.slot(i);
+        if !slot.remote.is_empty_seqcst() && !arena::slot_taken(i) {
+            self.fold_for(i, true);
+        }
     }
 
     /// Folds arena `i`'s remote list from another thread: waiting for the

@@ -146,6 +146,7 @@ pub struct Registry {
     released: AtomicU32,
     seq: AtomicU64,
     secret: AtomicU64,
+    link_secret: AtomicU64,
 }
 
 impl Default for Registry {
@@ -168,21 +169,22 @@ impl Registry {
             released: AtomicU32::new(0),
             seq: AtomicU64::new(0),
             secret: AtomicU64::new(0),
+            link_secret: AtomicU64::new(0),
         }
+    }
+
+    /// The key of the remote-free links (ARCHITECTURE §4), chosen once per
+    /// registry apart from `secret`: a program that reads a link out of a
+    /// freed block learns nothing of the header checks' key.
+    #[inline]
+    pub fn link_secret(&self) -> u64 {
+        drawn_once(&self.link_secret)
     }
 
     /// The key of the header checks, chosen once per registry.
     #[inline]
     pub fn secret(&self) -> u64 {
-        let s = self.secret.load(Relaxed);
-        if s != 0 {
-            return s;
-        }
-        let fresh = os::random_seed() | 1;
-        match self.secret.compare_exchange(0, fresh, Relaxed, Relaxed) {
-            Ok(_) => fresh,
-            Err(won) => won,
-        }
+        drawn_once(&self.secret)
     }
 
     /// The descriptor with id `id` (which must have been handed out).
@@ -500,11 +502,36 @@ impl Registry {
     }
 }
 
+/// The random key kept in `cell`, drawn at its first use (never 0).
+#[inline]
+fn drawn_once(cell: &AtomicU64) -> u64 {
+    let s = cell.load(Relaxed);
+    if s != 0 {
+        return s;
+    }
+    let fresh = os::random_seed() | 1;
+    match cell.compare_exchange(0, fresh, Relaxed, Relaxed) {
+        Ok(_) => fresh,
+        Err(won) => won,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const WINDOW: usize = 1 << (PAGE_SHIFT + LEVEL_BITS);
+
+    /// The remote-free links' key is drawn apart from the header checks'
+    /// (a link read out of a freed block must not give the latter away),
+    /// and each stays what it was first drawn as.
+    #[test]
+    fn link_key_is_not_the_check_key() {
+        let reg = Registry::new();
+        let (check, link) = (reg.secret(), reg.link_secret());
+        assert_ne!(check, link);
+        assert_eq!((reg.secret(), reg.link_secret()), (check, link));
+    }
 
     /// Leaves move between windows only when unused, and never away from a
     /// window a new region also covers (the registry records addresses

@@ -448,7 +448,14 @@ extern "C" fn fork_child() {
     HEAP.fork_child();
 }
 
+/// A thread gave its slot back: what other threads freed into its arena is
+/// folded now (see `Shared::slot_released`).
+fn slot_released(i: usize) {
+    HEAP.slot_released(i);
+}
+
 extern "C" fn on_load() {
+    fitalloc::arena::set_exit_hook(slot_released);
     fitalloc::arena::prepare_threads();
     let mut options = fitalloc::options::Options::new();
     options.read();
