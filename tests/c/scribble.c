@@ -10,6 +10,10 @@
  *            turns it on for the next malloc; "0", unsetenv and putenv turn
  *            it off and on again
  *   unset    (run with ALLOCATOR_SCRIBBLE=1) unsetenv turns it off
+ *   refill   (run with no ALLOCATOR_* variable) setenv of another variable,
+ *            unsetenv of it, then setenv("ALLOCATOR_SCRIBBLE", "1"): the
+ *            environment array keeps its address and length, and scribbling
+ *            still takes effect at the next malloc
  * Prints "ok   <name>" / "FAIL <name>: ..." per check and a summary line;
  * exit status 1 if any check failed.
  */
@@ -253,6 +257,20 @@ static void mode_unset(void) {
           "first nonzero byte %ld", first_not(g, 0, malloc_usable_size(g), 0));
 }
 
+static void mode_refill(void) {
+    /* no ALLOCATOR_* variable anywhere: the fingerprint holds no option */
+    setenv("FITALLOC_REFILL_TEST", "1", 1); /* environ moves into the heap */
+    free(malloc(100));
+    unsetenv("FITALLOC_REFILL_TEST"); /* the array shrinks in place */
+    free(malloc(100));
+    /* glibc reallocs the array to the size it had (the same pointer) and
+     * puts the new entry where the removed one was: the pointer and the
+     * NULL at the old length are as they were */
+    setenv("ALLOCATOR_SCRIBBLE", "1", 1);
+    expect_aa("after unsetenv of another variable, setenv(ALLOCATOR_SCRIBBLE=1): malloc(64) is all 0xAA",
+              malloc(64));
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0); /* no stdio buffer in the heap */
     if (argc != 2) return 2;
@@ -260,6 +278,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[1], "off")) mode_off();
     else if (!strcmp(argv[1], "setenv")) mode_setenv();
     else if (!strcmp(argv[1], "unset")) mode_unset();
+    else if (!strcmp(argv[1], "refill")) mode_refill();
     else return 2;
     printf("scribble %s: %d checks, %d failed\n", argv[1], checks, failures);
     return failures ? 1 : 0;

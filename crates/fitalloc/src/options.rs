@@ -2,8 +2,11 @@
 //!
 //! Reading walks the environment once. To notice a `setenv()` without a
 //! `getenv` per call, [`Options::stale`] compares a fingerprint: the
-//! `environ` pointer, the terminating NULL at the old length, and the entry
-//! pointer of every option found. Any difference means "read again".
+//! `environ` pointer, the terminating NULL at the old length, the last
+//! entry's pointer, and the entry pointer of every option found. Any
+//! difference means "read again". (glibc's `unsetenv` shrinks the array in
+//! place, and the next `setenv` may realloc it back to the same address and
+//! length with the new entry last: only the last entry tells.)
 
 use core::ffi::c_char;
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -45,6 +48,8 @@ pub struct Options {
     /// The `environ` pointer when read; `NOT_READ` before the first read.
     env: usize,
     len: usize,
+    /// The last entry's pointer (0 when the environment is empty).
+    last: usize,
     /// Per key: (index in environ, entry pointer), pointer 0 if absent.
     found: [(usize, usize); KEYS.len()],
     /// Whether any key was found (most programs: none, one branch).
@@ -73,6 +78,7 @@ impl Options {
             trace: core::ptr::null(),
             env: NOT_READ,
             len: 0,
+            last: 0,
             found: [(0, 0); KEYS.len()],
             any_found: false,
         }
@@ -88,9 +94,17 @@ impl Options {
         if env.is_null() {
             return false;
         }
-        // SAFETY: `environ` held at least `len + 1` entries when read; setenv
-        // replaces the array (changing the pointer) rather than shrink it.
+        // SAFETY: the array at this address held `len + 1` entries when read.
+        // `unsetenv` shrinks it in place (its memory stays); a `setenv` that
+        // reallocs it to fewer entries keeps the pointer only by shrinking
+        // it in place, and the tail it gives back stays mapped in its region;
+        // an array of the program's own stays its own. Both words are
+        // readable.
         if unsafe { !(*env.add(self.len)).is_null() } {
+            return true;
+        }
+        // SAFETY: as above (`len - 1 < len`).
+        if self.len > 0 && unsafe { *env.add(self.len - 1) } as usize != self.last {
             return true;
         }
         self.any_found
@@ -137,6 +151,10 @@ impl Options {
             i += 1;
         }
         self.len = i;
+        if i > 0 {
+            // SAFETY: entry `i - 1` was read above.
+            self.last = unsafe { *env.add(i - 1) } as usize;
+        }
     }
 
     fn set(&mut self, key: usize, value: &[u8], raw: *const c_char) {
