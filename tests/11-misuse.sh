@@ -49,6 +49,16 @@ declare -A WANT=(
   [corrupt-header-bit]=$CH          # one bit flipped
   [corrupt-header-overflow]=$CH     # previous block written 16 bytes past its usable size
   [corrupt-header-realloc]=$CH      # overwritten header, then realloc
+  [into-free-tail-free]=$NM         # p+2000, in the free rest of p's region
+  [into-free-tail-realloc]=$RN
+  [into-free-tail-usable]=$UN
+)
+# Check mode fills free memory with a pattern, stale headers included: a
+# pointer into free memory may be a block freed twice, and is reported so.
+declare -A WANT_CHECK=(
+  [into-free-tail-free]=$DF
+  [into-free-tail-realloc]=$RF
+  [into-free-tail-usable]="malloc_usable_size of a freed pointer"
 )
 
 failures=()
@@ -56,6 +66,9 @@ checks=0
 one() { # one MODE LABEL ENV...
   local mode=$1 label=$2; shift 2
   local want=${WANT[$mode]} rc=0
+  if [[ $label == *ALLOCATOR_CHECK* ]] && [ -n "${WANT_CHECK[$mode]:-}" ]; then
+    want=${WANT_CHECK[$mode]}
+  fi
   checks=$((checks + 1))
   # (the subshell keeps bash's own "Aborted" notice out of the log)
   (timeout 20 env "$@" LD_PRELOAD="$SO" "$bin" "$mode" >"$out" 2>"$err"; exit $?) 2>/dev/null || rc=$?

@@ -35,5 +35,6 @@ for p in first_fit best_fit; do
   run setenv "setenv inside main, $p" ALLOCATOR_ALGORITHM="$p"
 done
 run unset "ALLOCATOR_SCRIBBLE=1, unsetenv inside main" ALLOCATOR_SCRIBBLE=1
+run calloc-usable "ALLOCATOR_CHECK=1" ALLOCATOR_CHECK=1
 run refill "no option set, unsetenv then setenv inside main" -u ALLOCATOR_ALGORITHM -u ALLOCATOR_CHECK
 [ "$status" -eq 0 ] || fail "ALLOCATOR_SCRIBBLE checks failed (see above)"

@@ -155,6 +155,16 @@ int main(int argc, char **argv) {
         char *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         announce(page + 16);
         free(page + 16);
+    } else if (!strncmp(m, "into-free-tail-", 15)) {
+        /* p + 2000 lies in the free rest of p's region (never returned by
+         * malloc, no header ever there) */
+        char *p = malloc(100);
+        char *q = p + 2000;
+        announce(q);
+        if (!strcmp(m + 15, "free")) free(q);
+        else if (!strcmp(m + 15, "realloc")) sink = realloc(q, 10);
+        else if (!strcmp(m + 15, "usable")) sink = (void *)malloc_usable_size(q);
+        else return 2;
     } else if (!strcmp(m, "free-interior-16")) {
         char *p = malloc(100);
         memset(p, 0, 100);

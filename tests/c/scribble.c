@@ -10,6 +10,9 @@
  *            turns it on for the next malloc; "0", unsetenv and putenv turn
  *            it off and on again
  *   unset    (run with ALLOCATOR_SCRIBBLE=1) unsetenv turns it off
+ *   calloc-usable (run with ALLOCATOR_CHECK=1) a calloc'd block reads zero
+ *            in every usable byte after malloc_usable_size (which drops the
+ *            check mode's canary bytes past the request)
  *   refill   (run with no ALLOCATOR_* variable) setenv of another variable,
  *            unsetenv of it, then setenv("ALLOCATOR_SCRIBBLE", "1"): the
  *            environment array keeps its address and length, and scribbling
@@ -257,6 +260,19 @@ static void mode_unset(void) {
           "first nonzero byte %ld", first_not(g, 0, malloc_usable_size(g), 0));
 }
 
+static void mode_calloc_usable(void) {
+    /* check mode puts canary bytes past each request; malloc_usable_size
+     * hands them to the caller, zero for a calloc'd block as without it */
+    for (size_t n = 1; n <= 64; n++) {
+        unsigned char *z = calloc(1, n);
+        size_t u = malloc_usable_size(z);
+        char name[96];
+        snprintf(name, sizeof name, "calloc(1, %zu): all %zu usable bytes are zero after malloc_usable_size", n, u);
+        check(all_zero(z, u), name, "first nonzero byte %ld", first_not(z, 0, u, 0));
+        free(z);
+    }
+}
+
 static void mode_refill(void) {
     /* no ALLOCATOR_* variable anywhere: the fingerprint holds no option */
     setenv("FITALLOC_REFILL_TEST", "1", 1); /* environ moves into the heap */
@@ -279,6 +295,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[1], "setenv")) mode_setenv();
     else if (!strcmp(argv[1], "unset")) mode_unset();
     else if (!strcmp(argv[1], "refill")) mode_refill();
+    else if (!strcmp(argv[1], "calloc-usable")) mode_calloc_usable();
     else return 2;
     printf("scribble %s: %d checks, %d failed\n", argv[1], checks, failures);
     return failures ? 1 : 0;

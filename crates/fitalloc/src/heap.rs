@@ -401,8 +401,15 @@ impl<S: PageSource> Heap<S> {
         if slack != 0 {
             b.set_flags(self.secret, Block::with_slack(b.flags(), 0));
             // The canary bytes become the caller's: as a new allocation's,
-            // scribbled if scribbling is on.
-            self.scribble_from(b, b.usable() - slack);
+            // scribbled if scribbling is on, else zero (what a calloc'd
+            // block holds there without check mode).
+            let from = b.usable() - slack;
+            if self.scribble {
+                self.scribble_from(b, from);
+            } else {
+                // SAFETY: the usable bytes of an allocated block are ours.
+                unsafe { core::ptr::write_bytes((b.payload() + from) as *mut u8, 0, slack) };
+            }
         }
         Ok(b.usable())
     }
@@ -972,9 +979,11 @@ impl<S: PageSource> Heap<S> {
             if b.addr() > addr {
                 return Misuse::NotOurs;
             }
-            if b.is_free() && addr < b.end() && b.is_sealed(self.secret) {
-                // Inside free memory: a block freed (and merged, its header
-                // overwritten by check mode's pattern) being freed again.
+            if self.marks && b.is_free() && addr < b.end() && b.is_sealed(self.secret) {
+                // Inside free memory in check mode: a block freed (and
+                // merged, its header overwritten by the pattern) being freed
+                // again. Without the pattern a stale header stays intact
+                // (`block_in` reports it), so this is an interior pointer.
                 return Misuse::DoubleFree;
             }
             let sane = b.is_sealed(self.secret) && b.size() >= MIN_BLOCK && b.end() <= d.end();
