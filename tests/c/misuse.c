@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h> /* snprintf only */
 #include <stdlib.h>
@@ -39,6 +40,30 @@ static void announce(const void *p) {
     char line[64];
     snprintf(line, sizeof line, "ptr %p\n", p);
     say(line);
+}
+
+/* The remote cases: a worker thread frees main's block (a free into
+ * another thread's arena, which waits on that arena's list while main makes
+ * no call), then misuses it from the same thread. */
+static char *remote_block;
+static const char *remote_what;
+
+static void *remote_worker(void *arg) {
+    (void)arg;
+    free(remote_block);
+    announce(remote_block);
+    if (!strcmp(remote_what, "free")) free(remote_block);
+    else if (!strcmp(remote_what, "realloc")) sink = realloc(remote_block, 200);
+    else if (!strcmp(remote_what, "usable")) sink = (void *)malloc_usable_size(remote_block);
+    return NULL;
+}
+
+static void remote_misuse(const char *what) {
+    pthread_t t;
+    remote_block = malloc(100);
+    remote_what = what;
+    if (pthread_create(&t, NULL, remote_worker, NULL)) exit(2);
+    pthread_join(t, NULL);
 }
 
 static void survived(void) {
@@ -140,6 +165,8 @@ int main(int argc, char **argv) {
         }
         announce(b);
         free(b);
+    } else if (!strncmp(m, "remote-", 7)) {
+        remote_misuse(m + 7);
     } else if (!strcmp(m, "realloc-after-free")) {
         char *p = malloc(100);
         free(p);

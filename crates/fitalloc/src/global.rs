@@ -27,7 +27,7 @@ use crate::heap::{Counters, Heap, Misuse, Policy};
 use crate::lock::{Lock, OwnedLock, RawLock};
 use crate::options::Options;
 use crate::os::{self, PageSource};
-use crate::registry::{Registry, RELEASED};
+use crate::registry::{RegionDesc, Registry, RELEASED};
 use crate::report;
 use crate::trace::{Op, Record};
 use crate::tracer::Tracer;
@@ -526,6 +526,13 @@ impl Shared {
             }
             // SAFETY: `p` lies in a live region of this heap.
             let next = unsafe { Remote::next(p, key) };
+            // The link goes: a block handed out again must not look listed
+            // (`foreign_block`) if the program never writes that word.
+            // SAFETY: `p` lies in a live region of this heap, 16 bytes or
+            // more before its end. A genuine link names a used block the
+            // program gave up; one that was not (it needs the links' key)
+            // fails `free_in` below, which ends the process.
+            unsafe { (p as *mut u64).write(0) };
             match heap.free_in(id, p) {
                 Ok(()) => {
                     if self.tracing.load(Relaxed) {
@@ -961,7 +968,8 @@ impl<'a> Heaps<'a> {
 /// A used block of region `id` whose payload is `p`, checked from a thread
 /// that does not own its arena: only the block's own header is read (its
 /// size, region and flags do not change while it is in use), never its
-/// neighbours'.
+/// neighbours'; a block already waiting on its arena's remote list (freed
+/// by another thread, not folded yet) is a double free.
 fn foreign_block(id: u32, p: usize) -> Result<crate::block::Block, Misuse> {
     let d = REGISTRY.desc(id);
     if !p.is_multiple_of(ALIGN) || p < d.start() + HEADER || p >= d.end() {
@@ -972,11 +980,43 @@ fn foreign_block(id: u32, p: usize) -> Result<crate::block::Block, Misuse> {
     if !b.is_sealed(REGISTRY.secret()) || b.region() != id {
         return Err(Misuse::Corrupted);
     }
-    if b.is_free() {
+    if b.is_free() || listed(d, p) {
         return Err(Misuse::DoubleFree);
     }
     if b.end() > d.end() || b.size() < block::MIN_BLOCK {
         return Err(Misuse::Corrupted);
     }
     Ok(b)
+}
+
+/// Whether the used block at `p` (of region `d`) waits on a remote list:
+/// its first word decodes, under the links' key, to the end of a list or
+/// to a payload in a region of the same arena. `fold` clears the word of
+/// every block it takes, so a block handed out again never keeps a link;
+/// program data (independent of the secret key) decodes to one by chance
+/// only, with odds far below 2^-20.
+#[inline]
+fn listed(d: &RegionDesc, p: usize) -> bool {
+    // SAFETY: `p` is the payload of a used block of a live region (at
+    // least 16 bytes).
+    let next = unsafe { Remote::next(p, REGISTRY.link_secret()) };
+    if next == 0 {
+        return true;
+    }
+    if !next.is_multiple_of(ALIGN) {
+        return false;
+    }
+    listed_next(d, next)
+}
+
+/// `listed` for a 16-aligned link: whether it names a payload in a region
+/// of `d`'s arena.
+#[cold]
+fn listed_next(d: &RegionDesc, next: usize) -> bool {
+    let id = REGISTRY.lookup(next);
+    if id == 0 || id == RELEASED {
+        return false;
+    }
+    let n = REGISTRY.desc(id);
+    n.owner() == d.owner() && next >= n.start() + HEADER && next < n.end()
 }
