@@ -22,6 +22,9 @@
 #pragma GCC diagnostic ignored "-Wuse-after-free"
 #pragma GCC diagnostic ignored "-Wfree-nonheap-object"
 
+/* from allocator.so, preloaded */
+void *malloc_name(size_t size, const char *name) __attribute__((weak));
+
 static char static_array[256] __attribute__((aligned(64)));
 static void *volatile sink;
 
@@ -165,6 +168,22 @@ int main(int argc, char **argv) {
         }
         announce(b);
         free(b);
+    } else if (!strncmp(m, "double-free-under-name-", 23)) {
+        /* x (a 32-byte block) merges into the named free block before it
+         * as its last part: the merged block's name, kept in its last 32
+         * bytes, is written over x's stale header */
+        if (!malloc_name) exit(2);
+        char *p = malloc_name(100, "first");
+        char *x = malloc(8);
+        char *g = malloc(8);
+        sink = g;
+        if (x - 16 != p + malloc_usable_size(p) + 32) exit(2); /* p's name area, then x */
+        free(p);
+        free(x);
+        announce(x);
+        if (!strcmp(m + 23, "free")) free(x);
+        else if (!strcmp(m + 23, "realloc")) sink = realloc(x, 200);
+        else return 2;
     } else if (!strncmp(m, "remote-", 7)) {
         remote_misuse(m + 7);
     } else if (!strcmp(m, "realloc-after-free")) {

@@ -9,12 +9,16 @@
  *           resident size must drop by at least half of them while the
  *           worker still waits (its arena's list is folded by the freeing
  *           thread once it holds a few MiB).
- *   exited  a worker allocates two small blocks and hands one to main,
- *           which frees it while the worker lives; the worker exits without
- *           another allocator call. After the join, malloc_usable_size of
- *           the block must report it freed (fitalloc aborts with
- *           "malloc_usable_size of a freed pointer"): the exiting thread
- *           folded its list. The test script expects that abort.
+ *   exited  a worker allocates a 3 MiB block (under the size at which the
+ *           freeing thread folds) and touches it; main frees it while the
+ *           worker lives; the worker exits without another allocator call.
+ *           After the join, main's malloc of 3 MiB must get the same address:
+ *           the exiting thread folded its list, so the block's region went
+ *           back to the span cache, which serves main's new region from it.
+ *   small   (check mode) a worker allocates blocks of 0..7 bytes, whose
+ *           canary bytes start within the first 8; main frees them while the
+ *           worker lives; the worker allocates again (folding its list):
+ *           no "buffer overflow" may be reported.
  *   name    a worker names a zero-size block (malloc_name(0, ...)); main
  *           frees it; print_memory must show it FREE with its name (SPEC §5)
  *           (the name lies where a remote-free link would be written).
@@ -81,14 +85,28 @@ static void *idle_worker(void *arg) {
     return NULL;
 }
 
+#define EXITED_SIZE (3 << 20)
+
 static void *exited_worker(void *arg) {
     (void)arg;
-    blocks[0] = malloc(64);
-    blocks[1] = malloc(64); /* keeps the region alive */
-    if (!blocks[0] || !blocks[1]) fail("malloc");
+    blocks[0] = malloc(EXITED_SIZE);
+    if (!blocks[0]) fail("malloc");
+    memset(blocks[0], 1, EXITED_SIZE);
     set_stage(1);
     wait_stage(2);
     return NULL; /* exits without another allocator call */
+}
+
+static void *small_worker(void *arg) {
+    (void)arg;
+    for (int i = 0; i < 8; i++) {
+        blocks[i] = malloc((size_t)i);
+        if (!blocks[i]) fail("malloc");
+    }
+    set_stage(1);
+    wait_stage(2);
+    for (int i = 0; i < 8; i++) free(malloc(16)); /* folds the list */
+    return NULL;
 }
 
 static void *name_worker(void *arg) {
@@ -108,6 +126,7 @@ int main(int argc, char **argv) {
     void *(*worker)(void *) = !strcmp(m, "idle")     ? idle_worker
                               : !strcmp(m, "exited") ? exited_worker
                               : !strcmp(m, "name")   ? name_worker
+                              : !strcmp(m, "small")  ? small_worker
                                                      : NULL;
     if (!worker) return 2;
     if (!strcmp(m, "name") && (!malloc_name || !print_memory)) fail("allocator.so is not preloaded");
@@ -124,15 +143,25 @@ int main(int argc, char **argv) {
         printf("ok idle\n");
         return 0;
     }
+    if (!strcmp(m, "small")) {
+        for (int i = 0; i < 8; i++) free(blocks[i]);
+        set_stage(2);
+        pthread_join(t, NULL);
+        printf("ok small\n");
+        return 0;
+    }
     free(blocks[0]);
     set_stage(2);
     pthread_join(t, NULL);
     if (!strcmp(m, "exited")) {
-        fflush(stdout);
-        /* the block was folded at the worker's exit: this aborts */
-        size_t n = malloc_usable_size(blocks[0]);
-        printf("FAIL the block freed into an exited thread's arena still reads as used (%zu bytes)\n", n);
-        return 1;
+        void *q = malloc(EXITED_SIZE);
+        if (q != blocks[0]) {
+            printf("FAIL the block freed into an exited thread's arena was not given back "
+                   "(freed %p, new %p)\n", blocks[0], q);
+            return 1;
+        }
+        printf("ok exited\n");
+        return 0;
     }
     fflush(stdout);
     print_memory();

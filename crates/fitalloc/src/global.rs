@@ -552,10 +552,11 @@ impl Shared {
     /// in use. Folds the list itself when the arena has no thread or the
     /// list is long.
     fn free_remote(&self, i: usize, id: u32, p: usize) -> Result<(), Misuse> {
-        // A named block with fewer than 8 bytes before its name has the
-        // name where the link would go: freed under the owner's lock.
+        // A block with its name or check mode's canary bytes within the
+        // first 8 bytes (where the link would go) is freed under the
+        // owner's lock.
         let b = match foreign_block(id, p) {
-            Ok(b) if !b.is_named() || b.size() >= HEADER + block::NAME_AREA + 8 => b,
+            Ok(b) if b.usable() - b.slack() >= 8 => b,
             // Otherwise the owner's heap says exactly what is wrong
             // (nothing changes: the block is not valid).
             _ => return self.run(i, Who::Other, Call::Free, |h| h.free_in(id, p), |_| None),
@@ -605,6 +606,9 @@ impl Shared {
             let a = unsafe { &mut *slot.arena.get() };
             self.fold(slot, a);
             slot.lock.exit(e);
+            // A push whose `try_enter` found the lock still held must be
+            // seen here (the exit's release alone does not order this load).
+            core::sync::atomic::fence(SeqCst);
             if slot.remote.is_empty() || arena::slot_taken(i) {
                 return;
             }

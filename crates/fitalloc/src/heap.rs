@@ -979,11 +979,14 @@ impl<S: PageSource> Heap<S> {
             if b.addr() > addr {
                 return Misuse::NotOurs;
             }
-            if self.marks && b.is_free() && addr < b.end() && b.is_sealed(self.secret) {
-                // Inside free memory in check mode: a block freed (and
-                // merged, its header overwritten by the pattern) being freed
-                // again. Without the pattern a stale header stays intact
-                // (`block_in` reports it), so this is an interior pointer.
+            // Inside free memory where a stale header may have been written
+            // over: by check mode's pattern, or by the name a merged block
+            // keeps in its last bytes. That is a block freed (and merged)
+            // being freed again. Elsewhere a stale header stays intact
+            // (`block_in` reports it), so this is an interior pointer.
+            // (`addr` is the header's address: it overlaps the name area.)
+            let hidden = self.marks || (b.is_named() && addr + HEADER + NAME_AREA > b.end());
+            if hidden && b.is_free() && addr < b.end() && b.is_sealed(self.secret) {
                 return Misuse::DoubleFree;
             }
             let sane = b.is_sealed(self.secret) && b.size() >= MIN_BLOCK && b.end() <= d.end();
