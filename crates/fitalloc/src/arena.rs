@@ -297,9 +297,8 @@ const COUNT_MAX: u64 = (1 << (64 - ADDR_BITS)) - 1;
 pub struct Remote {
     head: AtomicU64,
     /// Bytes of the blocks of `SMALL_REMOTE` or more pushed since the list
-    /// was last taken (a
-    /// concurrent push may be counted into the next list: a hint for when
-    /// to fold, never used for anything else).
+    /// was last taken (a concurrent push may be counted into the next
+    /// list: a hint for when to fold, never used for anything else).
     bytes: AtomicU64,
 }
 

@@ -403,13 +403,10 @@ impl<S: PageSource> Heap<S> {
             // The canary bytes become the caller's: as a new allocation's,
             // scribbled if scribbling is on, else zero (what a calloc'd
             // block holds there without check mode).
-            let from = b.usable() - slack;
-            if self.scribble {
-                self.scribble_from(b, from);
-            } else {
-                // SAFETY: the usable bytes of an allocated block are ours.
-                unsafe { core::ptr::write_bytes((b.payload() + from) as *mut u8, 0, slack) };
-            }
+            let from = b.payload() + b.usable() - slack;
+            let fill = if self.scribble { 0xAA } else { 0 };
+            // SAFETY: the usable bytes of an allocated block are ours.
+            unsafe { core::ptr::write_bytes(from as *mut u8, fill, slack) };
         }
         Ok(b.usable())
     }
@@ -989,7 +986,7 @@ impl<S: PageSource> Heap<S> {
             if hidden && b.is_free() && addr < b.end() && b.is_sealed(self.secret) {
                 return Misuse::DoubleFree;
             }
-            let sane = b.is_sealed(self.secret) && b.size() >= MIN_BLOCK && b.end() <= d.end();
+            let sane = header_sane(b, d, self.secret);
             if !sane || b.end() == d.end() {
                 return if sane {
                     Misuse::NotOurs
@@ -1247,6 +1244,12 @@ fn region_ids(reg: &'static Registry, head: u32) -> impl Iterator<Item = u32> {
     })
 }
 
+/// Whether `b`'s header passes its check and its size keeps it inside
+/// region `d` (what a walk needs before it steps over the block).
+fn header_sane(b: Block, d: &RegionDesc, secret: u64) -> bool {
+    b.is_sealed(secret) && b.size() >= MIN_BLOCK && b.end() <= d.end()
+}
+
 /// The blocks of a region, by address, for the walks over a whole heap
 /// (`print_memory`, the leak report, an index rebuild). Each header is
 /// checked before anything read from it is used: one a program overwrote
@@ -1257,7 +1260,7 @@ fn region_blocks(d: &RegionDesc, secret: u64) -> impl Iterator<Item = Block> + '
     core::iter::from_fn(move || {
         let b = at?;
         let named_fits = !b.is_named() || b.size() >= HEADER + NAME_AREA;
-        if !b.is_sealed(secret) || b.size() < MIN_BLOCK || b.end() > d.end() || !named_fits {
+        if !header_sane(b, d, secret) || !named_fits {
             block::corrupted_header(b.addr());
         }
         at = next_in(d, b);
