@@ -9,6 +9,8 @@
 #   children and name their parent, every header names the program, and
 #   their operations on inherited blocks (50 each, which the program counts)
 #   are skipped as pointers the trace never returned; nothing else is skipped.
+# - the threads trace and tests/c/trace_order.c's: records in heap order (see
+#   in_order below).
 # `fitalloc map --compare` draws the child's trace.
 . "$(dirname "$0")/lib.sh"
 FA=$ROOT/fitalloc
@@ -16,6 +18,7 @@ FA=$ROOT/fitalloc
 command -v python3 >/dev/null || fail "python3 is needed to read the JSON"
 threads=$(build cli_threads "$ROOT/tests/c/cli_threads.c")
 forker=$(build cli_fork "$ROOT/tests/c/cli_fork.c")
+order=$(build trace_order "$ROOT/tests/c/trace_order.c")
 tmp=$BUILD/tmp/cli-threads-fork
 rm -rf "$tmp"
 mkdir -p "$tmp"
@@ -63,6 +66,58 @@ PY
 ops=$(sed -n 's/^OPS //p' "$tmp/threads.out")
 [ "${ops:-0}" -gt 20000 ] || fail "cli_threads made only ${ops:-0} calls"
 expect "$tmp/threads.trace" "$ops" 0 0
+
+# in_order TRACE REALLOCS: the records are in an order the heap could have
+# seen: no allocation returns a pointer the trace holds live, every free
+# and realloc names one it does (a free traced after its region went to
+# another thread's arena, or a free the trace lost, breaks this; the replay
+# notices only the second kind), and at least REALLOCS reallocs are there.
+in_order() {
+  local t=$1 reallocs=$2 res
+  checks=$((checks + 1))
+  if res=$(python3 - "$t" "$reallocs" <<'PY'
+import struct, sys
+b = open(sys.argv[1], 'rb').read()
+off = 32 + 32 * struct.unpack_from('<H', b, 30)[0]
+live, n, reallocs, bad = set(), 0, 0, []
+while off + 32 <= len(b):
+    kind = b[off]
+    a, out = struct.unpack_from('<Q', b, off + 8)[0], struct.unpack_from('<Q', b, off + 24)[0]
+    if kind in (3, 4):
+        reallocs += kind == 3
+        if a in live:
+            live.discard(a)
+        else:
+            bad.append(f"record {n}: {'realloc' if kind == 3 else 'free'} of {a:#x}, not live")
+    if kind == 3 and not out:
+        live.add(a)  # a failed realloc keeps its block
+    elif kind in (1, 2, 3, 5, 6) and out:
+        if out in live:
+            bad.append(f"record {n}: returned {out:#x}, still live")
+        live.add(out)
+    off += 64 if kind == 6 else 32
+    n += 1
+if reallocs < int(sys.argv[2]):
+    bad.append(f"{reallocs} realloc records, fewer than the {sys.argv[2]} made")
+if bad:
+    print(f"{len(bad)} wrong, first: " + "; ".join(bad[:3]))
+    sys.exit(1)
+print(f"{n} records, {reallocs} reallocs, {len(live)} live at the end")
+PY
+  ); then
+    echo "ok   $(basename "$t") is in heap order: $res"
+  else
+    echo "FAIL $(basename "$t") out of heap order: $res"; status=1
+  fi
+}
+in_order "$tmp/threads.trace" 0
+
+# tests/c/trace_order.c: frees that empty a region while other threads
+# allocate, small blocks freed by another thread under the owner's lock,
+# and reallocs in place by another thread.
+"$FA" run --trace "$tmp/order.trace" -- "$order" >"$tmp/order.out" 2>"$tmp/order.err" ||
+  fail "trace_order failed: $(tail -n 3 "$tmp/order.err")"
+in_order "$tmp/order.trace" "$(sed -n 's/^REALLOCS //p' "$tmp/order.out")"
 
 "$FA" run --trace "$tmp/fork.trace" -- "$forker" >"$tmp/fork.out" 2>"$tmp/fork.err" ||
   fail "cli_fork failed: $(tail -n 3 "$tmp/fork.err")"

@@ -269,6 +269,14 @@ fn borrow_arena() -> (usize, Who, bool) {
     }
 }
 
+/// How a traced operation holds the trace lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Traced {
+    /// Not at all: the process has a single thread.
+    Alone,
+    Locked,
+}
+
 /// What an operation returned, as far as `run` needs to know.
 trait Outcome {
     /// Whether the operation found a misuse (and changed nothing).
@@ -442,10 +450,39 @@ impl Shared {
         if !slot.remote.is_empty() {
             self.fold(slot, a);
         }
-        let r = self.apply(a, call, f, trace);
+        let r = if self.tracing.load(Relaxed) {
+            self.apply_traced(a, call, f, trace)
+        } else {
+            self.apply(a, call, f)
+        };
         if let Some(e) = entry {
             slot.lock.exit(e);
         }
+        r
+    }
+
+    /// `apply` inside the trace lock (taken after the arena's, and after
+    /// the fold, which takes it itself), writing the operation's record: a
+    /// free can hand its region's span to another arena, whose record of an
+    /// allocation there must come after this one. Out of line, so that the
+    /// untraced path keeps its operation inlined.
+    #[cold]
+    #[inline(never)]
+    fn apply_traced<R: Outcome>(
+        &self,
+        a: &mut Arena,
+        call: Call,
+        f: impl FnOnce(&mut ProcessHeap) -> R,
+        trace: impl FnOnce(&R) -> Option<Record>,
+    ) -> R {
+        let held = self.trace_enter();
+        let mut rec = None;
+        let r = self.apply(a, call, |h| {
+            let r = f(h);
+            rec = trace(&r);
+            r
+        });
+        self.trace_exit(held, rec);
         r
     }
 
@@ -456,7 +493,6 @@ impl Shared {
         a: &mut Arena,
         call: Call,
         f: impl FnOnce(&mut ProcessHeap) -> R,
-        trace: impl FnOnce(&R) -> Option<Record>,
     ) -> R {
         if a.options.stats {
             a.calls[call as usize] += 1;
@@ -465,11 +501,6 @@ impl Shared {
         // there was none.
         let heap = unsafe { a.heap.as_mut().unwrap_unchecked() };
         let r = f(heap);
-        if self.tracing.load(Relaxed) {
-            if let Some(rec) = trace(&r) {
-                self.trace.lock_if_threaded().tracer.write(&rec);
-            }
-        }
         // A misuse is reported by the caller; checking the heap first would
         // report the same broken header under a vaguer name.
         if a.options.check && !r.is_misuse() {
@@ -479,6 +510,31 @@ impl Shared {
             }
         }
         r
+    }
+
+    /// Before a traced operation: takes the trace lock (none while the
+    /// process has a single thread).
+    fn trace_enter(&self) -> Traced {
+        if os::single_threaded() {
+            return Traced::Alone;
+        }
+        self.trace.raw().acquire();
+        Traced::Locked
+    }
+
+    /// After a traced operation: writes its record, if any, and gives the
+    /// trace lock back (`traced`: what `trace_enter` returned).
+    fn trace_exit(&self, traced: Traced, rec: Option<Record>) {
+        // SAFETY: this thread holds the trace lock (`Locked`), or is the
+        // only thread (`Alone`); no guard of it exists meanwhile (the
+        // operation in between takes none).
+        let t = unsafe { &mut *self.trace.data_ptr() };
+        if let Some(rec) = rec {
+            t.tracer.write(&rec);
+        }
+        if traced == Traced::Locked {
+            self.trace.raw().release();
+        }
     }
 
     #[cold]
@@ -533,14 +589,23 @@ impl Shared {
             // program gave up; one that was not (it needs the links' key)
             // fails `free_in` below, which ends the process.
             unsafe { (p as *mut u64).write(0) };
+            // Inside the trace lock, as in `apply`.
+            let traced = self
+                .tracing
+                .load(Relaxed)
+                .then(|| self.trace.lock_if_threaded());
             match heap.free_in(id, p) {
                 Ok(()) => {
-                    if self.tracing.load(Relaxed) {
-                        let rec = record(Op::Free { ptr: p as u64 }, None);
-                        self.trace.lock_if_threaded().tracer.write(&rec.unwrap());
+                    if let (Some(mut t), Some(rec)) =
+                        (traced, record(Op::Free { ptr: p as u64 }, None))
+                    {
+                        t.tracer.write(&rec);
                     }
                 }
-                Err(m) => report::misuse(Call::Free, m, p),
+                Err(m) => {
+                    drop(traced);
+                    report::misuse(Call::Free, m, p)
+                }
             }
             p = next;
         }
@@ -559,7 +624,11 @@ impl Shared {
             Ok(b) if b.usable() - b.slack() >= 8 => b,
             // Otherwise the owner's heap says exactly what is wrong
             // (nothing changes: the block is not valid).
-            _ => return self.run(i, Who::Other, Call::Free, |h| h.free_in(id, p), |_| None),
+            _ => {
+                let op = Op::Free { ptr: p as u64 };
+                let trace = |r: &Result<(), Misuse>| r.ok().and_then(|_| record(op, None));
+                return self.run(i, Who::Other, Call::Free, |h| h.free_in(id, p), trace);
+            }
         };
         let slot = self.slot(i);
         // SAFETY: `p` is the payload of a used block of a live region that
@@ -734,6 +803,15 @@ impl Shared {
         // (the header, which records them, is the owner's to change).
         let clear = b.usable() - b.slack();
         if size <= clear {
+            if self.tracing.load(Relaxed) {
+                let op = Op::Realloc {
+                    ptr: p as u64,
+                    size: size as u64,
+                };
+                if let Some(rec) = record(op, Some(p)) {
+                    self.trace.lock_if_threaded().tracer.write(&rec);
+                }
+            }
             return Ok(Some(p));
         }
         let q = if b.is_named() {

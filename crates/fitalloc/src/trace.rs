@@ -2,9 +2,11 @@
 //! and its reader.
 //!
 //! A trace is a 32-byte header, then (version 2) the *program block*, then
-//! 32-byte records, little endian. Every record is written under the heap
-//! lock, so the file order is the order in which the heap saw the
-//! operations, whatever the thread.
+//! 32-byte records, little endian. While tracing, every operation runs
+//! inside the trace lock and writes its record there, so the file order is
+//! the order in which the heaps saw the operations, whatever the thread
+//! (a free that gives its region's span to another thread's arena comes
+//! before that arena's allocation at the same address).
 //!
 //! ```text
 //! header:  magic "FITTRACE" (8) | version u32 (2) | record size u32 (32)

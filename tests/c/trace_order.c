@@ -1,0 +1,76 @@
+/*
+ * trace_order.c [ROUNDS] — traced operations whose records are easy to get
+ * out of heap order or to lose:
+ * 1. 4 threads each malloc and free, ROUNDS times, a block big enough to
+ *    fill a region of its own: every free empties a region whose span can
+ *    go straight to another thread's arena, so the free must be recorded
+ *    before that arena's allocation at the same address;
+ * 2. a thread frees blocks of main's arena that the remote list cannot
+ *    take (named, 0 bytes: the name lies where the link would go, so they
+ *    are freed under the owner's lock) and shrinks others in place (a
+ *    realloc that moves nothing), then main allocates the freed blocks'
+ *    addresses again.
+ * Prints "REALLOCS <n>": the in-place reallocs of part 2, which the trace
+ * must hold as realloc records.
+ */
+#define _GNU_SOURCE
+#include <allocator.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#pragma weak malloc_name
+
+#define THREADS 4
+#define HANDED 500
+static long rounds = 5000;
+static char *tiny[HANDED], *shrunk[HANDED];
+
+static void *churn(void *arg) {
+    size_t n = 6000 + 512 * (size_t)(intptr_t)arg;
+    for (long k = 0; k < rounds; k++) {
+        char *p = malloc(n);
+        if (!p) abort();
+        p[0] = 1;
+        free(p);
+    }
+    return NULL;
+}
+
+static char *named0(void) {
+    return malloc_name ? malloc_name(0, "tiny") : malloc(0);
+}
+
+static void *other(void *arg) {
+    (void)arg;
+    for (int i = 0; i < HANDED; i++) {
+        free(tiny[i]);
+        if (realloc(shrunk[i], 50) != shrunk[i]) abort();
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1) rounds = atol(argv[1]);
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        if (pthread_create(&t[i], NULL, churn, (void *)(intptr_t)i) != 0) return 1;
+    for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
+
+    for (int i = 0; i < HANDED; i++) {
+        tiny[i] = named0();
+        shrunk[i] = malloc(100);
+        if (!tiny[i] || !shrunk[i]) abort();
+    }
+    if (pthread_create(&t[0], NULL, other, NULL) != 0) return 1;
+    pthread_join(t[0], NULL);
+    for (int i = 0; i < HANDED; i++) tiny[i] = named0();
+    for (int i = 0; i < HANDED; i++) {
+        free(tiny[i]);
+        free(shrunk[i]);
+    }
+    printf("REALLOCS %d\n", HANDED);
+    return 0;
+}
