@@ -184,6 +184,16 @@ struct Slot {
     remote: Remote,
 }
 
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            lock: OwnedLock::new(),
+            arena: UnsafeCell::new(Arena::new()),
+            remote: Remote::new(),
+        }
+    }
+}
+
 const CHUNK: usize = 64;
 type Chunk = [Slot; CHUNK];
 
@@ -199,6 +209,9 @@ unsafe impl Send for TraceState {}
 
 /// Process-wide heaps: an arena per thread slot.
 pub struct Shared {
+    /// Arenas 0 to CHUNK - 1, in place: the common case needs no look-up.
+    first: Chunk,
+    /// Arenas from CHUNK on (entry 0 stays null).
     chunks: [AtomicPtr<Chunk>; MAX_ARENAS / CHUNK],
     /// Taken while a chunk is created (and by fork, which must see them all).
     grow: RawLock,
@@ -311,6 +324,7 @@ impl Shared {
     /// fixed.
     pub const fn new(fixed: Option<Policy>) -> Shared {
         Shared {
+            first: [const { Slot::new() }; CHUNK],
             chunks: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_ARENAS / CHUNK],
             grow: RawLock::new(),
             fixed,
@@ -339,6 +353,9 @@ impl Shared {
     /// Arena `i`'s slot, its chunk created if needed.
     #[inline]
     fn slot(&self, i: usize) -> &Slot {
+        if i < CHUNK {
+            return &self.first[i];
+        }
         let chunk = self.chunks[i / CHUNK].load(Acquire);
         if chunk.is_null() {
             return self.new_chunk(i);
@@ -361,13 +378,7 @@ impl Shared {
             chunk = mem as *mut Chunk;
             for s in 0..CHUNK {
                 // SAFETY: the mapping holds CHUNK slots, none initialised yet.
-                unsafe {
-                    core::ptr::addr_of_mut!((*chunk)[s]).write(Slot {
-                        lock: OwnedLock::new(),
-                        arena: UnsafeCell::new(Arena::new()),
-                        remote: Remote::new(),
-                    })
-                };
+                unsafe { core::ptr::addr_of_mut!((*chunk)[s]).write(Slot::new()) };
             }
             at.store(chunk, Release);
         }
@@ -377,16 +388,18 @@ impl Shared {
 
     /// The slots of every chunk created so far, in arena order.
     fn slots(&self) -> impl Iterator<Item = &Slot> {
-        self.chunks.iter().flat_map(|c| {
-            let chunk = c.load(Acquire);
-            let slots: &[Slot] = if chunk.is_null() {
-                &[]
-            } else {
-                // SAFETY: published chunks are never freed.
-                unsafe { &*chunk }
-            };
-            slots.iter()
-        })
+        self.first
+            .iter()
+            .chain(self.chunks[1..].iter().flat_map(|c| {
+                let chunk = c.load(Acquire);
+                let slots: &[Slot] = if chunk.is_null() {
+                    &[]
+                } else {
+                    // SAFETY: published chunks are never freed.
+                    unsafe { &*chunk }
+                };
+                slots.iter()
+            }))
     }
 
     /// The arena that owns the block at `p`, and what the page map says of
@@ -647,7 +660,7 @@ impl Shared {
     /// took the slot already (it folds them at its next call). Pushes made
     /// after this look find the slot free and fold themselves.
     pub fn slot_released(&self, i: usize) {
-        if i >= MAX_ARENAS || self.chunks[i / CHUNK].load(Acquire).is_null() {
+        if i >= MAX_ARENAS || (i >= CHUNK && self.chunks[i / CHUNK].load(Acquire).is_null()) {
             return;
         }
         let slot = self.slot(i);
