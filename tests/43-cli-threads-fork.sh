@@ -67,15 +67,16 @@ ops=$(sed -n 's/^OPS //p' "$tmp/threads.out")
 [ "${ops:-0}" -gt 20000 ] || fail "cli_threads made only ${ops:-0} calls"
 expect "$tmp/threads.trace" "$ops" 0 0
 
-# in_order TRACE REALLOCS: the records are in an order the heap could have
-# seen: no allocation returns a pointer the trace holds live, every free
-# and realloc names one it does (a free traced after its region went to
-# another thread's arena, or a free the trace lost, breaks this; the replay
-# notices only the second kind), and at least REALLOCS reallocs are there.
+# in_order TRACE REALLOCS [FREED]: the records are in an order the heap
+# could have seen: no allocation returns a pointer the trace holds live,
+# every free and realloc names one it does (a free traced after its region
+# went to another thread's arena, or a free the trace lost, breaks this;
+# the replay notices only the second kind), at least REALLOCS reallocs are
+# there, and the pointer FREED (0x...) is not live at the end.
 in_order() {
-  local t=$1 reallocs=$2 res
+  local t=$1 reallocs=$2 freed=${3:-0} res
   checks=$((checks + 1))
-  if res=$(python3 - "$t" "$reallocs" <<'PY'
+  if res=$(python3 - "$t" "$reallocs" "$freed" <<'PY'
 import struct, sys
 b = open(sys.argv[1], 'rb').read()
 off = 32 + 32 * struct.unpack_from('<H', b, 30)[0]
@@ -99,6 +100,8 @@ while off + 32 <= len(b):
     n += 1
 if reallocs < int(sys.argv[2]):
     bad.append(f"{reallocs} realloc records, fewer than the {sys.argv[2]} made")
+if int(sys.argv[3], 0) in live:
+    bad.append(f"{sys.argv[3]} (freed by the program) is live at the end")
 if bad:
     print(f"{len(bad)} wrong, first: " + "; ".join(bad[:3]))
     sys.exit(1)
@@ -114,10 +117,12 @@ in_order "$tmp/threads.trace" 0
 
 # tests/c/trace_order.c: frees that empty a region while other threads
 # allocate, small blocks freed by another thread under the owner's lock,
-# and reallocs in place by another thread.
+# reallocs in place by another thread, and a remote free folded only by
+# the exit handler.
 "$FA" run --trace "$tmp/order.trace" -- "$order" >"$tmp/order.out" 2>"$tmp/order.err" ||
   fail "trace_order failed: $(tail -n 3 "$tmp/order.err")"
-in_order "$tmp/order.trace" "$(sed -n 's/^REALLOCS //p' "$tmp/order.out")"
+in_order "$tmp/order.trace" "$(sed -n 's/^REALLOCS //p' "$tmp/order.out")" \
+  "$(sed -n 's/^LAST //p' "$tmp/order.out")"
 
 "$FA" run --trace "$tmp/fork.trace" -- "$forker" >"$tmp/fork.out" 2>"$tmp/fork.err" ||
   fail "cli_fork failed: $(tail -n 3 "$tmp/fork.err")"

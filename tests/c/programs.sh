@@ -240,10 +240,11 @@ run_both tar "tar --sort=name -cf inc.tar -C /usr include && tar tvf inc.tar && 
 run_both df 'df -h / | awk "NR == 1 { print; next } { print \$1, \$NF, NF }"'
 # ps: a fixed process set (pid 1 and a sleep we start), with stable columns.
 # (ps waits until the child has exec'd sleep: before that, under load, it
-# is still a copy of bash. ps pads the pid columns to the widest pid, which
-# differs between the two runs when one pid has a digit more: spaces are
-# squeezed.)
-run_both ps 'sleep 60 & s=$!; for i in $(seq 500); do [ "$(cat /proc/$s/comm 2>/dev/null)" = sleep ] && break; sleep 0.01; done; ps -o pid=,ppid=,comm=,args= -p 1,$s | sed "s/\\b$s\\b/SLEEP/; s/\\b$$\\b/SHELL/; s/^ *//; s/  */ /g"; ps -p 1 -o comm=; kill $s'
+# is still a copy of bash.) The pid fields are replaced by field, not by
+# text (pid 1's arguments may hold the same number), and spaces squeezed:
+# ps pads pids to the widest, which differs between the two runs when a pid
+# gains a digit.
+run_both ps 'sleep 60 & s=$!; for i in $(seq 500); do [ "$(cat /proc/$s/comm 2>/dev/null)" = sleep ] && break; sleep 0.01; done; ps -o pid=,ppid=,comm=,args= -p 1,$s | while read -r pid ppid rest; do [ "$pid" = "$s" ] && pid=SLEEP; [ "$ppid" = "$$" ] && ppid=SHELL; echo "$pid $ppid $rest"; done | tr -s " "; ps -p 1 -o comm=; kill $s'
 
 echo "policy $POLICY: ${#passes[@]} programs pass (${passes[*]:-none}), ${#failures[@]} fail (${failures[*]:-none})"
 if [ ${#failures[@]} -gt 0 ]; then

@@ -10,8 +10,12 @@
  *    are freed under the owner's lock) and shrinks others in place (a
  *    realloc that moves nothing), then main allocates the freed blocks'
  *    addresses again.
+ * 3. last, a thread frees a block of main's arena, and main makes no
+ *    allocator call after that: the block waits on main's remote list
+ *    until the exit handler folds it, and that free must reach the file.
  * Prints "REALLOCS <n>": the in-place reallocs of part 2, which the trace
- * must hold as realloc records.
+ * must hold as realloc records, and "LAST <p>": part 3's block, which it
+ * must hold freed.
  */
 #define _GNU_SOURCE
 #include <allocator.h>
@@ -26,7 +30,7 @@
 #define THREADS 4
 #define HANDED 500
 static long rounds = 5000;
-static char *tiny[HANDED], *shrunk[HANDED];
+static char *tiny[HANDED], *shrunk[HANDED], *last;
 
 static void *churn(void *arg) {
     size_t n = 6000 + 512 * (size_t)(intptr_t)arg;
@@ -52,6 +56,12 @@ static void *other(void *arg) {
     return NULL;
 }
 
+static void *free_last(void *arg) {
+    (void)arg;
+    free(last);
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) rounds = atol(argv[1]);
     pthread_t t[THREADS];
@@ -72,5 +82,12 @@ int main(int argc, char **argv) {
         free(shrunk[i]);
     }
     printf("REALLOCS %d\n", HANDED);
+
+    last = malloc(64);
+    if (!last) abort();
+    printf("LAST %p\n", (void *)last);
+    fflush(stdout);
+    if (pthread_create(&t[0], NULL, free_last, NULL) != 0) return 1;
+    pthread_join(t[0], NULL);
     return 0;
 }

@@ -993,8 +993,10 @@ impl Shared {
     /// At exit: writes out the trace and prints the leak report and the
     /// statistics if asked (without allocating).
     pub fn at_exit(&self) {
-        self.trace.lock_if_threaded().tracer.flush();
         self.with_heaps(|_| {
+            // After `with_heaps` folded the remote lists: their frees are
+            // recorded too.
+            self.trace.lock_if_threaded().tracer.flush();
             let arenas = || self.arenas().filter(|a| a.heap.is_some());
             let Some(options) = arenas().next().map(|a| a.options) else {
                 return;
