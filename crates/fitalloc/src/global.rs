@@ -463,11 +463,7 @@ impl Shared {
         if !slot.remote.is_empty() {
             self.fold(slot, a);
         }
-        let r = if self.tracing.load(Relaxed) {
-            self.apply_traced(a, call, f, trace)
-        } else {
-            self.apply(a, call, f)
-        };
+        let r = self.apply(a, call, f, trace);
         if let Some(e) = entry {
             slot.lock.exit(e);
         }
@@ -490,7 +486,7 @@ impl Shared {
     ) -> R {
         let held = self.trace_enter();
         let mut rec = None;
-        let r = self.apply(a, call, |h| {
+        let r = self.apply_untraced(a, call, |h| {
             let r = f(h);
             rec = trace(&r);
             r
@@ -499,9 +495,24 @@ impl Shared {
         r
     }
 
-    /// The operation itself, with what the options ask around it.
+    /// The operation, traced if tracing.
     #[inline]
     fn apply<R: Outcome>(
+        &self,
+        a: &mut Arena,
+        call: Call,
+        f: impl FnOnce(&mut ProcessHeap) -> R,
+        trace: impl FnOnce(&R) -> Option<Record>,
+    ) -> R {
+        if self.tracing.load(Relaxed) {
+            return self.apply_traced(a, call, f, trace);
+        }
+        self.apply_untraced(a, call, f)
+    }
+
+    /// The operation itself, with what the options ask around it.
+    #[inline(always)]
+    fn apply_untraced<R: Outcome>(
         &self,
         a: &mut Arena,
         call: Call,
@@ -793,6 +804,10 @@ impl Shared {
             i,
             who,
             call,
+            // Forced: with the traced copy of the path beside it, the
+            // compiler would call it out of line (realloc 808 -> 830
+            // instructions).
+            #[inline(always)]
             |h| h.realloc_in(id, p, size),
             |r| record(op, *r.as_ref().ok()?),
         )
