@@ -10,7 +10,8 @@
 #   their operations on inherited blocks (50 each, which the program counts)
 #   are skipped as pointers the trace never returned; nothing else is skipped.
 # - the threads trace and tests/c/trace_order.c's: records in heap order (see
-#   in_order below).
+#   in_order below); trace_order's records survive an abort in the exit
+#   handler.
 # `fitalloc map --compare` draws the child's trace.
 . "$(dirname "$0")/lib.sh"
 FA=$ROOT/fitalloc
@@ -123,6 +124,19 @@ in_order "$tmp/threads.trace" 0
   fail "trace_order failed: $(tail -n 3 "$tmp/order.err")"
 in_order "$tmp/order.trace" "$(sed -n 's/^REALLOCS //p' "$tmp/order.out")" \
   "$(sed -n 's/^LAST //p' "$tmp/order.out")"
+
+# A write after free into a block waiting on a remote list makes the exit
+# handler's fold abort: the records buffered before it are still written.
+checks=$((checks + 1))
+"$FA" run --trace "$tmp/uaf.trace" -- "$order" uaf >"$tmp/uaf.out" 2>"$tmp/uaf.err" && rc=0 || rc=$?
+n=$( ([ -s "$tmp/uaf.trace" ] && "$FA" replay "$tmp/uaf.trace" --policy first_fit --json 2>/dev/null) |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["operations_in_trace"])' 2>/dev/null || echo 0)
+if [ "$rc" = 134 ] && grep -q 'fitalloc: corrupted free block' "$tmp/uaf.err" && [ "$n" -ge 200 ]; then
+  echo "ok   the exit-time fold aborted on the write after free; the trace holds $n operations"
+else
+  echo "FAIL exit-time abort: status $rc, $n operations in the trace (200 or more expected): $(tail -n 2 "$tmp/uaf.err")"
+  status=1
+fi
 
 "$FA" run --trace "$tmp/fork.trace" -- "$forker" >"$tmp/fork.out" 2>"$tmp/fork.err" ||
   fail "cli_fork failed: $(tail -n 3 "$tmp/fork.err")"

@@ -1,6 +1,6 @@
 /*
- * trace_order.c [ROUNDS] — traced operations whose records are easy to get
- * out of heap order or to lose:
+ * trace_order.c [ROUNDS | uaf] — traced operations whose records are easy to
+ * get out of heap order or to lose:
  * 1. 4 threads each malloc and free, ROUNDS times, a block big enough to
  *    fill a region of its own: every free empties a region whose span can
  *    go straight to another thread's arena, so the free must be recorded
@@ -16,6 +16,10 @@
  * Prints "REALLOCS <n>": the in-place reallocs of part 2, which the trace
  * must hold as realloc records, and "LAST <p>": part 3's block, which it
  * must hold freed.
+ * With "uaf": 100 mallocs and frees, then part 3 with a write after free
+ * into the waiting block's first word (its link), so that the exit
+ * handler's fold aborts; the trace must still hold the 200 operations made
+ * before.
  */
 #define _GNU_SOURCE
 #include <allocator.h>
@@ -29,7 +33,7 @@
 
 #define THREADS 4
 #define HANDED 500
-static long rounds = 5000;
+static long rounds = 50000;
 static char *tiny[HANDED], *shrunk[HANDED], *last;
 
 static void *churn(void *arg) {
@@ -62,7 +66,24 @@ static void *free_last(void *arg) {
     return NULL;
 }
 
+static void free_last_then_write(void) {
+    pthread_t t;
+    last = malloc(64);
+    if (!last) abort();
+    if (pthread_create(&t, NULL, free_last, NULL) != 0) exit(1);
+    pthread_join(t, NULL);
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "uaf") == 0) {
+        for (int i = 0; i < 100; i++) {
+            char *volatile q = malloc(32 + i);
+            free(q);
+        }
+        free_last_then_write();
+        memset(last, 0x41, 8); /* the bug: a write after free */
+        return 0;
+    }
     if (argc > 1) rounds = atol(argv[1]);
     pthread_t t[THREADS];
     for (int i = 0; i < THREADS; i++)

@@ -1008,9 +1008,11 @@ impl Shared {
     /// At exit: writes out the trace and prints the leak report and the
     /// statistics if asked (without allocating).
     pub fn at_exit(&self) {
+        // Written out before the fold (which aborts on a corrupted listed
+        // block, when the trace matters most) and again after it, with the
+        // frees it recorded.
+        self.trace.lock_if_threaded().tracer.flush();
         self.with_heaps(|_| {
-            // After `with_heaps` folded the remote lists: their frees are
-            // recorded too.
             self.trace.lock_if_threaded().tracer.flush();
             let arenas = || self.arenas().filter(|a| a.heap.is_some());
             let Some(options) = arenas().next().map(|a| a.options) else {
