@@ -546,8 +546,9 @@ impl Shared {
         Traced::Locked
     }
 
-    /// After a traced operation: writes its record, if any, and gives the
-    /// trace lock back (`traced`: what `trace_enter` returned).
+    /// After a traced operation (`apply_traced`, or a folded free): writes
+    /// its record, if any, and gives the trace lock back (`traced`: what
+    /// `trace_enter` returned).
     fn trace_exit(&self, traced: Traced, rec: Option<Record>) {
         // SAFETY: this thread holds the trace lock (`Locked`), or is the
         // only thread (`Alone`); no guard of it exists meanwhile (the
@@ -613,23 +614,18 @@ impl Shared {
             // program gave up; one that was not (it needs the links' key)
             // fails `free_in` below, which ends the process.
             unsafe { (p as *mut u64).write(0) };
-            // Inside the trace lock, as in `apply`.
-            let traced = self
-                .tracing
-                .load(Relaxed)
-                .then(|| self.trace.lock_if_threaded());
-            match heap.free_in(id, p) {
-                Ok(()) => {
-                    if let (Some(mut t), Some(rec)) =
-                        (traced, record(Op::Free { ptr: p as u64 }, None))
-                    {
-                        t.tracer.write(&rec);
-                    }
-                }
-                Err(m) => {
-                    drop(traced);
-                    report::misuse(Call::Free, m, p)
-                }
+            // Inside the trace lock, as in `apply_traced`.
+            let traced = self.tracing.load(Relaxed).then(|| self.trace_enter());
+            let r = heap.free_in(id, p);
+            if let Some(held) = traced {
+                self.trace_exit(
+                    held,
+                    r.ok()
+                        .and_then(|_| record(Op::Free { ptr: p as u64 }, None)),
+                );
+            }
+            if let Err(m) = r {
+                report::misuse(Call::Free, m, p);
             }
             p = next;
         }
