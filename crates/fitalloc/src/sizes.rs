@@ -45,7 +45,11 @@
 //! of its smallest key (or of its last one) with the tree's *epoch*, which
 //! every change of shape bumps: while the epoch holds, removing that key
 //! starts at that leaf, and an insertion starts there when the leaf has
-//! keys on both sides of the new one (so it can be no other leaf's).
+//! keys on both sides of the new one (so it can be no other leaf's). A bin
+//! also remembers the last key of its sizes that was removed and the leaf
+//! it left: while the epoch holds no separator has moved, so that key, put
+//! back, belongs to that leaf even at the leaf's edge (best fit takes a
+//! block, and the next step puts it back when it takes another).
 //!
 //! Invariants (checked by [`SizeTree::check`]): keys strictly increase
 //! along the leaf chain and within every node; each child's keys lie between
@@ -81,14 +85,19 @@ fn class(k: u128) -> usize {
 
 /// A bin. While its sizes have keys (its bit is set), `min` is the
 /// smallest of them; `leaf` held a key of the bin when the tree's epoch
-/// was `epoch` (the smallest one, while the bin has keys). A hint whose
-/// epoch is not the tree's is stale and never read.
+/// was `epoch` (the smallest one, while the bin has keys). `gone` is the
+/// last key of the bin removed, which was in leaf `gone_leaf` when the
+/// epoch was `gone_epoch`. A hint whose epoch is not the tree's is stale
+/// and never read.
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct Bin {
     min: u128,
+    gone: u128,
     epoch: u64,
+    gone_epoch: u64,
     leaf: u32,
+    gone_leaf: u32,
 }
 
 /// A bin per small size and the bitmap of sizes with keys (`summary` bit
@@ -198,6 +207,9 @@ pub struct SizeTree {
     /// Operations that started at a bin's leaf (tests look at it).
     #[cfg(test)]
     hint_hits: usize,
+    /// Insertions that started at the leaf the key was removed from.
+    #[cfg(test)]
+    gone_hits: usize,
 }
 
 /// A node and the child taken from it, root first.
@@ -230,6 +242,8 @@ impl SizeTree {
             bins: core::ptr::null_mut(),
             #[cfg(test)]
             hint_hits: 0,
+            #[cfg(test)]
+            gone_hits: 0,
         }
     }
 
@@ -409,11 +423,8 @@ impl SizeTree {
         let epoch = if n == NIL { 0 } else { self.epoch };
         let Some(b) = self.bins_mut() else { return };
         if !b.has(s) || k < b.bin[s].min {
-            b.bin[s] = Bin {
-                min: k,
-                epoch,
-                leaf: n,
-            };
+            let bin = &mut b.bin[s];
+            (bin.min, bin.epoch, bin.leaf) = (k, epoch, n);
             b.set(s);
         }
     }
@@ -439,11 +450,8 @@ impl SizeTree {
         let Some(b) = self.bins_mut() else { return };
         match succ {
             Some((m, leaf)) if class(m) == s => {
-                b.bin[s] = Bin {
-                    min: m,
-                    epoch,
-                    leaf,
-                }
+                let bin = &mut b.bin[s];
+                (bin.min, bin.epoch, bin.leaf) = (m, epoch, leaf);
             }
             _ => {
                 // The bin is empty; its leaf stays a hint for insertions.
@@ -454,12 +462,31 @@ impl SizeTree {
         }
     }
 
-    /// A leaf where `k` belongs, from its bin: one that held a key of the
-    /// bin and still has keys on both sides of `k`.
+    /// `k` was removed from leaf `n` (before any rebalancing).
+    #[inline]
+    fn note_gone(&mut self, k: u128, n: u32) {
+        let epoch = self.epoch;
+        if let Some(b) = self.bins_mut() {
+            let bin = &mut b.bin[class(k)];
+            (bin.gone, bin.gone_leaf, bin.gone_epoch) = (k, n, epoch);
+        }
+    }
+
+    /// A leaf where `k` belongs, from its bin: the leaf `k` itself was
+    /// last removed from, or one that held a key of the bin and still has
+    /// keys on both sides of `k`. (While the epoch holds no separator has
+    /// moved, so a key is in the range of the leaf it was in.)
     #[inline]
     fn hinted(&mut self, k: u128) -> Option<u32> {
         let s = class(k);
         let h = *self.bins()?.bin.get(s)?;
+        if h.gone == k && h.gone_epoch == self.epoch {
+            #[cfg(test)]
+            {
+                self.gone_hits += 1;
+            }
+            return Some(h.gone_leaf);
+        }
         if h.epoch != self.epoch {
             return None;
         }
@@ -727,6 +754,7 @@ impl SizeTree {
             if self.node(n).len as usize > floor {
                 let at = self.leaf_remove(n, k);
                 self.note_remove(k, n, at);
+                self.note_gone(k, n);
                 return;
             }
         }
@@ -735,6 +763,7 @@ impl SizeTree {
         let at = self.leaf_remove(leaf, k);
         // Before the rebalance, which bumps the epoch if it moves keys.
         self.note_remove(k, leaf, at);
+        self.note_gone(k, leaf);
         self.rebalance(leaf, &path);
     }
 
@@ -1035,6 +1064,13 @@ impl SizeTree {
             if b.has(s) != seen {
                 return Err("size index bin bit is wrong");
             }
+            let gone = b.bin[s].gone;
+            if b.bin[s].gone_epoch == self.epoch
+                && (class(gone) != s
+                    || self.descend(gone, &mut [(0, 0); MAX_DEPTH]).0 != b.bin[s].gone_leaf)
+            {
+                return Err("size index bin's removed key names the wrong leaf");
+            }
             if !seen && b.bin[s].epoch == self.epoch && !self.is_leaf(b.bin[s].leaf) {
                 return Err("size index bin hint is not a leaf");
             }
@@ -1260,6 +1296,13 @@ mod tests {
         assert!(
             t.hint_hits > 1_000,
             "bins' leaves used {} times",
+            t.hint_hits
+        );
+        assert!(
+            t.gone_hits > 1_000,
+            "removed keys' leaves used {} times (finger {}, bins {})",
+            t.gone_hits,
+            t.finger_hits,
             t.hint_hits
         );
     }
