@@ -23,7 +23,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering::*};
 use crate::arena::{self, Remote, MAX_ARENAS, REMOTE_BYTES, REMOTE_LIMIT};
 use crate::block::{self, ALIGN, HEADER};
 use crate::cache::CachedPages;
-use crate::heap::{Counters, Heap, Misuse, Policy};
+use crate::heap::{Counters, Heap, Misuse, Policy, Spot};
 use crate::lock::{Lock, OwnedLock, RawLock};
 use crate::options::Options;
 use crate::os::{self, PageSource};
@@ -405,17 +405,14 @@ impl Shared {
     /// The arena that owns the block at `p`, and what the page map says of
     /// `p` (passed on, so the heap does not look it up again).
     #[inline]
-    fn arena_of(&self, p: usize) -> Result<(usize, u32), Misuse> {
-        let id = REGISTRY.lookup(p);
-        if id == RELEASED {
-            return Err(Misuse::DoubleFree);
-        }
+    fn arena_of(&self, p: usize) -> Result<(usize, Spot), Misuse> {
+        let spot = Spot::of(&REGISTRY, REGISTRY.lookup(p))?;
         let base = self.base.load(Relaxed);
-        if id == 0 || base == 0 {
+        if base == 0 {
             return Err(Misuse::NotOurs);
         }
-        match REGISTRY.desc(id).owner().wrapping_sub(base) {
-            i if (i as usize) < MAX_ARENAS => Ok((i as usize, id)),
+        match spot.desc().owner().wrapping_sub(base) {
+            i if (i as usize) < MAX_ARENAS => Ok((i as usize, spot)),
             _ => Err(Misuse::NotOurs),
         }
     }
@@ -605,6 +602,9 @@ impl Shared {
             if !heap.holds(id, p) {
                 block::corrupted_free_block(p);
             }
+            let Ok(spot) = Spot::of(&REGISTRY, id) else {
+                block::corrupted_free_block(p)
+            };
             // SAFETY: `p` lies in a live region of this heap.
             let next = unsafe { Remote::next(p, key) };
             // The link goes: a block handed out again must not look listed
@@ -616,7 +616,7 @@ impl Shared {
             unsafe { (p as *mut u64).write(0) };
             // Inside the trace lock, as in `apply_traced`.
             let traced = self.tracing.load(Relaxed).then(|| self.trace_enter());
-            let r = heap.free_in(id, p);
+            let r = heap.free_in(spot, p);
             if let Some(held) = traced {
                 self.trace_exit(
                     held,
@@ -636,18 +636,18 @@ impl Shared {
     /// but the block's own header, which does not change while the block is
     /// in use. Folds the list itself when the arena has no thread or the
     /// list is long.
-    fn free_remote(&self, i: usize, id: u32, p: usize) -> Result<(), Misuse> {
+    fn free_remote(&self, i: usize, spot: Spot, p: usize) -> Result<(), Misuse> {
         // A block with its name or check mode's canary bytes within the
         // first 8 bytes (where the link would go) is freed under the
         // owner's lock.
-        let b = match foreign_block(id, p) {
+        let b = match foreign_block(spot, p) {
             Ok(b) if b.usable() - b.slack() >= 8 => b,
             // Otherwise the owner's heap says exactly what is wrong
             // (nothing changes: the block is not valid).
             _ => {
                 let op = Op::Free { ptr: p as u64 };
                 let trace = |r: &Result<(), Misuse>| r.ok().and_then(|_| record(op, None));
-                return self.run(i, Who::Other, Call::Free, |h| h.free_in(id, p), trace);
+                return self.run(i, Who::Other, Call::Free, |h| h.free_in(spot, p), trace);
             }
         };
         let slot = self.slot(i);
@@ -792,9 +792,9 @@ impl Shared {
             ptr: p as u64,
             size: size as u64,
         };
-        let (i, id) = self.arena_of(p)?;
+        let (i, spot) = self.arena_of(p)?;
         let Some(who) = Self::mine(i) else {
-            return self.realloc_remote(call, i, id, p, size);
+            return self.realloc_remote(call, i, spot, p, size);
         };
         self.run(
             i,
@@ -804,7 +804,7 @@ impl Shared {
             // compiler would call it out of line (realloc 808 -> 830
             // instructions).
             #[inline(always)]
-            |h| h.realloc_in(id, p, size),
+            |h| h.realloc_in(spot, p, size),
             |r| record(op, *r.as_ref().ok()?),
         )
     }
@@ -815,12 +815,12 @@ impl Shared {
         &self,
         call: Call,
         i: usize,
-        id: u32,
+        spot: Spot,
         p: usize,
         size: usize,
     ) -> Result<Option<usize>, Misuse> {
-        let Ok(b) = foreign_block(id, p) else {
-            let f = |h: &mut ProcessHeap| h.realloc_in(id, p, 0).map(|_| None);
+        let Ok(b) = foreign_block(spot, p) else {
+            let f = |h: &mut ProcessHeap| h.realloc_in(spot, p, 0).map(|_| None);
             return self.run(i, Who::Other, call, f, |_| None);
         };
         // In place while the size stays clear of check mode's canary bytes
@@ -850,16 +850,16 @@ impl Shared {
         // SAFETY: both blocks are live and distinct; `p` holds `usable`
         // bytes, `q` at least `size` (its canary, if any, starts there).
         unsafe { core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, n) };
-        self.free_remote(i, id, p)?;
+        self.free_remote(i, spot, p)?;
         Ok(Some(q))
     }
 
     /// `free` of a non-null pointer.
     #[inline]
     pub fn free(&self, call: Call, p: usize) -> Result<(), Misuse> {
-        let (i, id) = self.arena_of(p)?;
+        let (i, spot) = self.arena_of(p)?;
         let Some(who) = Self::mine(i) else {
-            return self.free_remote(i, id, p);
+            return self.free_remote(i, spot, p);
         };
         let op = Op::Free { ptr: p as u64 };
         self.run_in(
@@ -867,19 +867,19 @@ impl Shared {
             who,
             call,
             false,
-            |h| h.free_in(id, p),
+            |h| h.free_in(spot, p),
             |r| r.ok().and_then(|_| record(op, None)),
         )
     }
 
     /// `malloc_usable_size` of a non-null pointer.
     pub fn usable_size(&self, p: usize) -> Result<usize, Misuse> {
-        let (i, id) = self.arena_of(p)?;
+        let (i, spot) = self.arena_of(p)?;
         let who = Self::mine(i);
         if who.is_none() {
             // Without the owner's lock only when no canary must be dropped
             // (all the usable bytes become the caller's).
-            if let Some(b) = foreign_block(id, p).ok().filter(|b| b.slack() == 0) {
+            if let Some(b) = foreign_block(spot, p).ok().filter(|b| b.slack() == 0) {
                 return Ok(b.usable());
             }
         }
@@ -888,7 +888,7 @@ impl Shared {
             i,
             who,
             Call::UsableSize,
-            |h| h.usable_size_in(id, p),
+            |h| h.usable_size_in(spot, p),
             |_| None,
         )
     }
@@ -1080,8 +1080,8 @@ impl<'a> Heaps<'a> {
 /// size, region and flags do not change while it is in use), never its
 /// neighbours'; a block already waiting on its arena's remote list (freed
 /// by another thread, not folded yet) is a double free.
-fn foreign_block(id: u32, p: usize) -> Result<crate::block::Block, Misuse> {
-    let d = REGISTRY.desc(id);
+fn foreign_block(spot: Spot, p: usize) -> Result<crate::block::Block, Misuse> {
+    let (id, d) = (spot.id(), spot.desc());
     if !p.is_multiple_of(ALIGN) || p < d.start() + HEADER || p >= d.end() {
         return Err(Misuse::NotOurs);
     }

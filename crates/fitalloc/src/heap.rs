@@ -18,6 +18,44 @@ use crate::os::PageSource;
 pub use crate::policy::Policy;
 use crate::registry::{RegionDesc, Registry};
 
+/// A pointer's region as the page map gave it: an id that names (or
+/// named, until the caller holds the owner's lock) a region, and that
+/// region's descriptor, so that the heap does not look it up again.
+#[derive(Clone, Copy)]
+pub struct Spot {
+    id: u32,
+    d: &'static RegionDesc,
+}
+
+impl Spot {
+    /// What the page map's answer `id` for a pointer says: a region, or
+    /// a misuse (`RELEASED`: a region that was unmapped, so the block was
+    /// freed; 0: no region of ours).
+    #[inline(always)]
+    pub fn of(reg: &'static Registry, id: u32) -> Result<Spot, Misuse> {
+        match id {
+            crate::registry::RELEASED => Err(Misuse::DoubleFree),
+            0 => Err(Misuse::NotOurs),
+            _ => Ok(Spot {
+                id,
+                d: reg.desc(id),
+            }),
+        }
+    }
+
+    /// The region id.
+    #[inline(always)]
+    pub fn id(self) -> u32 {
+        self.id
+    }
+
+    /// The region's descriptor.
+    #[inline(always)]
+    pub fn desc(self) -> &'static RegionDesc {
+        self.d
+    }
+}
+
 /// A misuse of the heap found by `free`, `realloc` or `usable_size`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Misuse {
@@ -316,14 +354,13 @@ impl<S: PageSource> Heap<S> {
 
     /// Frees the block at `p`.
     pub fn free(&mut self, p: usize) -> Result<(), Misuse> {
-        self.free_in(self.reg.lookup(p), p)
+        self.free_in(Spot::of(self.reg, self.reg.lookup(p))?, p)
     }
 
-    /// `free` when the caller already looked `p` up in the page map
-    /// (`region` = `registry().lookup(p)`, whatever it returned).
+    /// `free` when the caller already looked `p` up in the page map.
     #[inline]
-    pub fn free_in(&mut self, region: u32, p: usize) -> Result<(), Misuse> {
-        let (b, d, (prev, next)) = self.block_in(region, p)?;
+    pub fn free_in(&mut self, spot: Spot, p: usize) -> Result<(), Misuse> {
+        let (b, d, (prev, next)) = self.block_in(spot, p)?;
         self.verify_guard(b);
         self.counters.in_use -= b.size();
         self.release_between(b, d, prev, next);
@@ -333,18 +370,18 @@ impl<S: PageSource> Heap<S> {
     /// Resizes the block at `p` (ARCHITECTURE.md §3, "Realloc"). `Ok(None)`
     /// means out of memory, with the block untouched.
     pub fn realloc(&mut self, p: usize, size: usize) -> Result<Option<usize>, Misuse> {
-        self.realloc_in(self.reg.lookup(p), p, size)
+        self.realloc_in(Spot::of(self.reg, self.reg.lookup(p))?, p, size)
     }
 
     /// `realloc` when the caller already looked `p` up (as `free_in`).
     #[inline(always)]
     pub fn realloc_in(
         &mut self,
-        region: u32,
+        spot: Spot,
         p: usize,
         size: usize,
     ) -> Result<Option<usize>, Misuse> {
-        let (b, d, _) = self.block_in(region, p)?;
+        let (b, d, _) = self.block_in(spot, p)?;
         self.verify_guard(b);
         let Some(need) = block::need(size, b.is_named()) else {
             return Ok(None);
@@ -389,13 +426,13 @@ impl<S: PageSource> Heap<S> {
 
     /// Usable bytes of the block at `p`.
     pub fn usable_size(&mut self, p: usize) -> Result<usize, Misuse> {
-        self.usable_size_in(self.reg.lookup(p), p)
+        self.usable_size_in(Spot::of(self.reg, self.reg.lookup(p))?, p)
     }
 
     /// `usable_size` when the caller already looked `p` up (as `free_in`).
     /// All of them may be written: a check-mode canary is dropped.
-    pub fn usable_size_in(&mut self, region: u32, p: usize) -> Result<usize, Misuse> {
-        let (b, _, _) = self.block_in(region, p)?;
+    pub fn usable_size_in(&mut self, spot: Spot, p: usize) -> Result<usize, Misuse> {
+        let (b, _, _) = self.block_in(spot, p)?;
         self.verify_guard(b);
         let slack = b.slack();
         if slack != 0 {
@@ -910,22 +947,16 @@ impl<S: PageSource> Heap<S> {
     }
 
     /// Validates a user pointer and returns its used block, the block's
-    /// region and its free neighbours (before, after); `id` is what the
+    /// region and its free neighbours (before, after); `spot` is what the
     /// page map says of `p`. Reads no memory before the page map has said
     /// that `p` lies in one of our regions.
     #[inline(always)]
     fn block_in(
         &self,
-        id: u32,
+        spot: Spot,
         p: usize,
     ) -> Result<(Block, &'static RegionDesc, Neighbours), Misuse> {
-        if id == crate::registry::RELEASED {
-            return Err(Misuse::DoubleFree);
-        }
-        if id == 0 {
-            return Err(Misuse::NotOurs);
-        }
-        let d = self.reg.desc(id);
+        let (id, d) = (spot.id, spot.d);
         // Read once: the descriptor's fields are atomics, which the
         // compiler loads again at every use.
         let (start, end) = (d.start(), d.end());
