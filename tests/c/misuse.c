@@ -266,6 +266,25 @@ int main(int argc, char **argv) {
         memset(a, 'x', malloc_usable_size(a) + 16);
         announce(p);
         free(p);
+    } else if (!strcmp(m, "corrupt-prev-mark")) {
+        /* the top bit of p's previous-size field set (the block before is
+         * in use); the field is outside the keyed check */
+        char *a, *p;
+        adjacent_pair(24, 100, &a, &p);
+        volatile unsigned char *h = (volatile unsigned char *)p - 16;
+        h[3] |= 0x80; /* the top bit of the previous block's size field */
+        announce(p);
+        free(p);
+    } else if (!strcmp(m, "corrupt-prev-size")) {
+        /* the block before p is free (free would merge with it), and p's
+         * previous-size field is one unit off */
+        char *a, *p;
+        adjacent_pair(100, 100, &a, &p);
+        free(a);
+        volatile unsigned char *h = (volatile unsigned char *)p - 16;
+        h[0] += 1; /* one unit (16 bytes) more */
+        announce(p);
+        free(p);
     } else if (!strcmp(m, "corrupt-header-realloc")) {
         char *p = malloc(100);
         volatile unsigned char *h = (volatile unsigned char *)p - 16;
