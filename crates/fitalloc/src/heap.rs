@@ -875,7 +875,7 @@ impl<S: PageSource> Heap<S> {
             }
             let rest_units = (rest / ALIGN) as u32;
             self.index
-                .replace(d, n.addr(), n_units, t.addr(), rest_units);
+                .replace_in_order(d, n.addr(), n_units, t.addr(), rest_units);
         } else {
             b.set_size(secret, total);
             if let Some(next) = next_in(d, b) {

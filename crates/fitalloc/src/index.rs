@@ -268,6 +268,30 @@ impl FreeIndex {
         self.set_hot(d, new, new_units);
     }
 
+    /// As `replace`, but a block that is not the hot one is replaced where
+    /// it stands in the order (the hot block stays): a block that grows in
+    /// place into its free neighbour (`realloc`) takes that neighbour's
+    /// front, and the rest stays where it was.
+    #[inline]
+    pub fn replace_in_order(
+        &mut self,
+        d: &RegionDesc,
+        old: usize,
+        old_units: u32,
+        new: usize,
+        new_units: u32,
+    ) {
+        if old == self.hot {
+            self.hot = new;
+            self.hot_units = new_units;
+            return;
+        }
+        match self.order {
+            Order::Position => self.cells.replace(d, old, old_units, new, new_units),
+            Order::Size => self.replace_key(d, old, old_units, new, new_units),
+        }
+    }
+
     fn replace_key(
         &mut self,
         d: &RegionDesc,
