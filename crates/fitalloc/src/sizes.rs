@@ -49,7 +49,9 @@
 //! also remembers the last key of its sizes that was removed and the leaf
 //! it left: while the epoch holds no separator has moved, so that key, put
 //! back, belongs to that leaf even at the leaf's edge (best fit takes a
-//! block, and the next step puts it back when it takes another).
+//! block, and the next step puts it back when it takes another). Both
+//! hints carry a guess of the key's index in the leaf, used only when the
+//! leaf's keys confirm it.
 //!
 //! Invariants (checked by [`SizeTree::check`]): keys strictly increase
 //! along the leaf chain and within every node; each child's keys lie between
@@ -88,7 +90,8 @@ fn class(k: u128) -> usize {
 /// was `epoch` (the smallest one, while the bin has keys). `gone` is the
 /// last key of the bin removed, which was in leaf `gone_leaf` when the
 /// epoch was `gone_epoch`. A hint whose epoch is not the tree's is stale
-/// and never read.
+/// and never read. `min_at` and `gone_at` are where in the leaf those keys
+/// were (or go): only a guess, checked against the leaf's keys before use.
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct Bin {
@@ -98,7 +101,12 @@ struct Bin {
     gone_epoch: u64,
     leaf: u32,
     gone_leaf: u32,
+    min_at: u32,
+    gone_at: u32,
 }
+
+/// No guess of a key's place in its leaf.
+const NO_SLOT: usize = usize::MAX;
 
 /// A bin per small size and the bitmap of sizes with keys (`summary` bit
 /// w: word w of `bits` is not 0).
@@ -210,6 +218,9 @@ pub struct SizeTree {
     /// Insertions that started at the leaf the key was removed from.
     #[cfg(test)]
     gone_hits: usize,
+    /// Leaf updates that took their index from a bin's guess.
+    #[cfg(test)]
+    slot_hits: usize,
 }
 
 /// A node and the child taken from it, root first.
@@ -244,6 +255,8 @@ impl SizeTree {
             hint_hits: 0,
             #[cfg(test)]
             gone_hits: 0,
+            #[cfg(test)]
+            slot_hits: 0,
         }
     }
 
@@ -388,7 +401,7 @@ impl SizeTree {
             let (len, next) = (node.len as usize, node.kids[0]);
             for i in 0..len {
                 let k = self.node(n).keys[i];
-                self.note_insert(k, n);
+                self.note_insert(k, n, i);
             }
             n = next;
         }
@@ -416,15 +429,16 @@ impl SizeTree {
         self.epoch += 1;
     }
 
-    /// `k` was inserted into leaf `n` (NIL: a leaf of a split, not known).
+    /// `k` was inserted into leaf `n` at index `at` (NIL: a leaf of a
+    /// split, not known).
     #[inline]
-    fn note_insert(&mut self, k: u128, n: u32) {
+    fn note_insert(&mut self, k: u128, n: u32, at: usize) {
         let s = class(k);
         let epoch = if n == NIL { 0 } else { self.epoch };
         let Some(b) = self.bins_mut() else { return };
         if !b.has(s) || k < b.bin[s].min {
             let bin = &mut b.bin[s];
-            (bin.min, bin.epoch, bin.leaf) = (k, epoch, n);
+            (bin.min, bin.epoch, bin.leaf, bin.min_at) = (k, epoch, n, at as u32);
             b.set(s);
         }
     }
@@ -439,19 +453,19 @@ impl SizeTree {
         }
         let node = self.node(n);
         let succ = if at < node.len as usize {
-            Some((node.keys[at], n))
+            Some((node.keys[at], n, at))
         } else if node.kids[0] != NIL {
             let next = node.kids[0];
-            Some((self.node(next).keys[0], next))
+            Some((self.node(next).keys[0], next, 0))
         } else {
             None
         };
         let epoch = self.epoch;
         let Some(b) = self.bins_mut() else { return };
         match succ {
-            Some((m, leaf)) if class(m) == s => {
+            Some((m, leaf, i)) if class(m) == s => {
                 let bin = &mut b.bin[s];
-                (bin.min, bin.epoch, bin.leaf) = (m, epoch, leaf);
+                (bin.min, bin.epoch, bin.leaf, bin.min_at) = (m, epoch, leaf, i as u32);
             }
             _ => {
                 // The bin is empty; its leaf stays a hint for insertions.
@@ -462,13 +476,14 @@ impl SizeTree {
         }
     }
 
-    /// `k` was removed from leaf `n` (before any rebalancing).
+    /// `k` was removed from index `at` of leaf `n` (before any
+    /// rebalancing).
     #[inline]
-    fn note_gone(&mut self, k: u128, n: u32) {
+    fn note_gone(&mut self, k: u128, n: u32, at: usize) {
         let epoch = self.epoch;
         if let Some(b) = self.bins_mut() {
             let bin = &mut b.bin[class(k)];
-            (bin.gone, bin.gone_leaf, bin.gone_epoch) = (k, n, epoch);
+            (bin.gone, bin.gone_leaf, bin.gone_epoch, bin.gone_at) = (k, n, epoch, at as u32);
         }
     }
 
@@ -476,8 +491,9 @@ impl SizeTree {
     /// last removed from, or one that held a key of the bin and still has
     /// keys on both sides of `k`. (While the epoch holds no separator has
     /// moved, so a key is in the range of the leaf it was in.)
+    /// With it, a guess of `k`'s index there (or `NO_SLOT`).
     #[inline]
-    fn hinted(&mut self, k: u128) -> Option<u32> {
+    fn hinted(&mut self, k: u128) -> Option<(u32, usize)> {
         let s = class(k);
         let h = *self.bins()?.bin.get(s)?;
         if h.gone == k && h.gone_epoch == self.epoch {
@@ -485,7 +501,7 @@ impl SizeTree {
             {
                 self.gone_hits += 1;
             }
-            return Some(h.gone_leaf);
+            return Some((h.gone_leaf, h.gone_at as usize));
         }
         if h.epoch != self.epoch {
             return None;
@@ -497,13 +513,13 @@ impl SizeTree {
         {
             self.hint_hits += inside as usize;
         }
-        inside.then_some(h.leaf)
+        inside.then_some((h.leaf, NO_SLOT))
     }
 
     /// The leaf of `k` if `k` is the smallest key of its bin and the bin
-    /// knows its leaf.
+    /// knows its leaf, with a guess of its index there.
     #[inline]
-    fn leaf_of_min(&mut self, k: u128) -> Option<u32> {
+    fn leaf_of_min(&mut self, k: u128) -> Option<(u32, usize)> {
         let s = class(k);
         let b = self.bins()?;
         let h = *b.bin.get(s)?;
@@ -512,7 +528,7 @@ impl SizeTree {
         {
             self.hint_hits += hit as usize;
         }
-        hit.then_some(h.leaf)
+        hit.then_some((h.leaf, h.min_at as usize))
     }
 
     /// Best fit: the smallest key of at least `units` units (the smallest
@@ -628,30 +644,34 @@ impl SizeTree {
             self.root = n;
             self.depth = 1;
             self.len = 1;
-            self.note_insert(k, n);
+            self.note_insert(k, n, 0);
             return Some(());
         }
         let near = match self.fingered(k) {
-            Some(n) => Some(n),
+            Some(n) => Some((n, NO_SLOT)),
             None => self.hinted(k),
         };
-        if let Some(n) = near {
+        if let Some((n, guess)) = near {
             if (self.node(n).len as usize) < CAP {
                 self.len += 1;
-                let split = self.leaf_insert(n, k);
-                debug_assert!(split.is_none());
-                self.note_insert(k, n);
+                let Ok(at) = self.leaf_insert(n, k, guess) else {
+                    unreachable!("a leaf with room split")
+                };
+                self.note_insert(k, n, at);
                 return Some(());
             }
         }
         let mut path = [(0, 0); MAX_DEPTH];
         let leaf = self.find_leaf(k, &mut path);
         self.len += 1;
-        let Some((mut sep, mut right)) = self.leaf_insert(leaf, k) else {
-            self.note_insert(k, leaf);
-            return Some(());
+        let (mut sep, mut right) = match self.leaf_insert(leaf, k, NO_SLOT) {
+            Ok(at) => {
+                self.note_insert(k, leaf, at);
+                return Some(());
+            }
+            Err(split) => split,
         };
-        self.note_insert(k, NIL);
+        self.note_insert(k, NIL, 0);
         for level in (0..self.depth - 1).rev() {
             let (n, i) = path[level];
             match self.inner_insert(n, i, sep, right) {
@@ -672,18 +692,32 @@ impl SizeTree {
         Some(())
     }
 
-    /// Inserts `k` into leaf `n`; on overflow splits it and returns the
-    /// separator and the new right leaf.
-    fn leaf_insert(&mut self, n: u32, k: u128) -> Option<(u128, u32)> {
-        let node = self.node_mut(n);
+    /// Inserts `k` into leaf `n` (at index `guess` if that is its place:
+    /// a guess is checked) and returns its index; on overflow splits the
+    /// leaf and returns the separator and the new right leaf.
+    fn leaf_insert(&mut self, n: u32, k: u128, guess: usize) -> Result<usize, (u128, u32)> {
+        let node = self.node(n);
         let len = node.len as usize;
-        let i = node.keys[..len].partition_point(|&x| x < k);
+        let keys = &node.keys[..len];
+        let right = guess <= len
+            && (guess == 0 || keys[guess - 1] < k)
+            && (guess == len || k < keys[guess]);
+        let i = if right {
+            guess
+        } else {
+            keys.partition_point(|&x| x < k)
+        };
+        #[cfg(test)]
+        {
+            self.slot_hits += right as usize;
+        }
+        let node = self.node_mut(n);
         debug_assert!(i == len || node.keys[i] != k, "key already indexed");
         if len < CAP {
             node.keys.copy_within(i..len, i + 1);
             node.keys[i] = k;
             node.len += 1;
-            return None;
+            return Ok(i);
         }
         let mut all = [0u128; CAP + 1];
         all[..i].copy_from_slice(&node.keys[..i]);
@@ -699,7 +733,7 @@ impl SizeTree {
         right.keys[..CAP + 1 - left].copy_from_slice(&all[left..]);
         right.len = (CAP + 1 - left) as u32;
         right.kids[0] = next;
-        Some((all[left], r))
+        Err((all[left], r))
     }
 
     /// Inserts separator `sep` and child `r` after child `i` of inner node
@@ -744,35 +778,45 @@ impl SizeTree {
     /// Removes `k`, which must be present.
     pub fn remove(&mut self, k: u128) {
         let near = match self.fingered(k) {
-            Some(n) => Some(n),
+            Some(n) => Some((n, NO_SLOT)),
             None => self.leaf_of_min(k),
         };
-        if let Some(n) = near {
+        if let Some((n, guess)) = near {
             // Stays at least half full (a root leaf: not empty), so no
             // rebalancing and no path is needed.
             let floor = if self.depth == 1 { 1 } else { MIN };
             if self.node(n).len as usize > floor {
-                let at = self.leaf_remove(n, k);
+                let at = self.leaf_remove(n, k, guess);
                 self.note_remove(k, n, at);
-                self.note_gone(k, n);
+                self.note_gone(k, n, at);
                 return;
             }
         }
         let mut path = [(0, 0); MAX_DEPTH];
         let leaf = self.find_leaf(k, &mut path);
-        let at = self.leaf_remove(leaf, k);
+        let at = self.leaf_remove(leaf, k, NO_SLOT);
         // Before the rebalance, which bumps the epoch if it moves keys.
         self.note_remove(k, leaf, at);
-        self.note_gone(k, leaf);
+        self.note_gone(k, leaf, at);
         self.rebalance(leaf, &path);
     }
 
     /// Takes `k`, which must be there, out of leaf `n`; returns the index
     /// its successor in the leaf now has.
-    fn leaf_remove(&mut self, n: u32, k: u128) -> usize {
-        let node = self.node_mut(n);
+    fn leaf_remove(&mut self, n: u32, k: u128, guess: usize) -> usize {
+        let node = self.node(n);
         let len = node.len as usize;
-        let i = node.keys[..len].partition_point(|&x| x < k);
+        let right = guess < len && node.keys[guess] == k;
+        let i = if right {
+            guess
+        } else {
+            node.keys[..len].partition_point(|&x| x < k)
+        };
+        #[cfg(test)]
+        {
+            self.slot_hits += right as usize;
+        }
+        let node = self.node_mut(n);
         assert!(i < len && node.keys[i] == k, "size index lost a key");
         node.keys.copy_within(i + 1..len, i);
         node.len -= 1;
@@ -955,7 +999,7 @@ impl SizeTree {
             if above_prev && below_next {
                 node.keys[i] = new;
                 self.note_remove(old, leaf, i + 1);
-                self.note_insert(new, leaf);
+                self.note_insert(new, leaf, i);
                 return Some(());
             }
         }
@@ -1262,6 +1306,12 @@ mod tests {
                     if let Some(b) = got {
                         t.remove(b);
                         m.remove(&b);
+                        // Sometimes a key lands before it meanwhile (and
+                        // moves the indexes the bins guessed).
+                        let before = b - 1 - u128::from((r >> 40) as u8);
+                        if r % 5 == 1 && key_units(before) > 0 && m.insert(before) {
+                            t.insert(before).unwrap();
+                        }
                         if !r.is_multiple_of(3) {
                             t.insert(b).unwrap();
                             m.insert(b);
@@ -1297,6 +1347,11 @@ mod tests {
             t.hint_hits > 1_000,
             "bins' leaves used {} times",
             t.hint_hits
+        );
+        assert!(
+            t.slot_hits > 1_000,
+            "bins' guessed indexes used {} times",
+            t.slot_hits
         );
         assert!(
             t.gone_hits > 1_000,
