@@ -598,12 +598,9 @@ impl Shared {
         let key = REGISTRY.link_secret();
         let mut p = slot.remote.take();
         while p != 0 {
-            let id = REGISTRY.lookup(p);
-            if !heap.holds(id, p) {
-                block::corrupted_free_block(p);
-            }
-            let Ok(spot) = Spot::of(&REGISTRY, id) else {
-                block::corrupted_free_block(p)
+            let spot = match Spot::of(&REGISTRY, REGISTRY.lookup(p)) {
+                Ok(spot) if heap.holds(spot, p) => spot,
+                _ => block::corrupted_free_block(p),
             };
             // SAFETY: `p` lies in a live region of this heap.
             let next = unsafe { Remote::next(p, key) };

@@ -468,13 +468,10 @@ impl<S: PageSource> Heap<S> {
         })
     }
 
-    /// Whether `p`, which the page map places in region `id`, is a payload
+    /// Whether `p`, which the page map places in `spot`, is a payload
     /// address inside a live region of this heap.
-    pub fn holds(&self, id: u32, p: usize) -> bool {
-        if id == 0 || id == crate::registry::RELEASED {
-            return false;
-        }
-        let d = self.reg.desc(id);
+    pub fn holds(&self, spot: Spot, p: usize) -> bool {
+        let d = spot.d;
         d.owner() == self.id && p.is_multiple_of(ALIGN) && p >= d.start() + HEADER && p < d.end()
     }
 

@@ -241,11 +241,7 @@ impl FreeIndex {
         new: usize,
         new_units: u32,
     ) {
-        if old == self.hot {
-            // Same region: `hot_d` stays.
-            self.hot = new;
-            self.hot_units = new_units;
-        } else {
+        if !self.replace_hot(old, new, new_units) {
             self.replace_ordered(d, old, old_units, new, new_units);
         }
     }
@@ -268,6 +264,18 @@ impl FreeIndex {
         self.set_hot(d, new, new_units);
     }
 
+    /// If `old` is the hot block, `new` (of `new_units`, in the same
+    /// region: `hot_d` stays) takes its place.
+    #[inline(always)]
+    fn replace_hot(&mut self, old: usize, new: usize, new_units: u32) -> bool {
+        if old != self.hot {
+            return false;
+        }
+        self.hot = new;
+        self.hot_units = new_units;
+        true
+    }
+
     /// As `replace`, but a block that is not the hot one is replaced where
     /// it stands in the order (the hot block stays): a block that grows in
     /// place into its free neighbour (`realloc`) takes that neighbour's
@@ -281,9 +289,7 @@ impl FreeIndex {
         new: usize,
         new_units: u32,
     ) {
-        if old == self.hot {
-            self.hot = new;
-            self.hot_units = new_units;
+        if self.replace_hot(old, new, new_units) {
             return;
         }
         match self.order {

@@ -692,16 +692,15 @@ impl SizeTree {
         Some(())
     }
 
-    /// Inserts `k` into leaf `n` (at index `guess` if that is its place:
-    /// a guess is checked) and returns its index; on overflow splits the
-    /// leaf and returns the separator and the new right leaf.
-    fn leaf_insert(&mut self, n: u32, k: u128, guess: usize) -> Result<usize, (u128, u32)> {
+    /// The number of keys of leaf `n` below `k` (where `k` is or goes):
+    /// `guess` when the keys beside it confirm it, else a search.
+    #[inline]
+    fn rank(&mut self, n: u32, k: u128, guess: usize) -> usize {
         let node = self.node(n);
-        let len = node.len as usize;
-        let keys = &node.keys[..len];
-        let right = guess <= len
+        let keys = &node.keys[..node.len as usize];
+        let right = guess <= keys.len()
             && (guess == 0 || keys[guess - 1] < k)
-            && (guess == len || k < keys[guess]);
+            && (guess == keys.len() || k <= keys[guess]);
         let i = if right {
             guess
         } else {
@@ -711,7 +710,16 @@ impl SizeTree {
         {
             self.slot_hits += right as usize;
         }
+        i
+    }
+
+    /// Inserts `k` into leaf `n` (at index `guess` if that is its place:
+    /// a guess is checked) and returns its index; on overflow splits the
+    /// leaf and returns the separator and the new right leaf.
+    fn leaf_insert(&mut self, n: u32, k: u128, guess: usize) -> Result<usize, (u128, u32)> {
+        let i = self.rank(n, k, guess);
         let node = self.node_mut(n);
+        let len = node.len as usize;
         debug_assert!(i == len || node.keys[i] != k, "key already indexed");
         if len < CAP {
             node.keys.copy_within(i..len, i + 1);
@@ -804,19 +812,9 @@ impl SizeTree {
     /// Takes `k`, which must be there, out of leaf `n`; returns the index
     /// its successor in the leaf now has.
     fn leaf_remove(&mut self, n: u32, k: u128, guess: usize) -> usize {
-        let node = self.node(n);
-        let len = node.len as usize;
-        let right = guess < len && node.keys[guess] == k;
-        let i = if right {
-            guess
-        } else {
-            node.keys[..len].partition_point(|&x| x < k)
-        };
-        #[cfg(test)]
-        {
-            self.slot_hits += right as usize;
-        }
+        let i = self.rank(n, k, guess);
         let node = self.node_mut(n);
+        let len = node.len as usize;
         assert!(i < len && node.keys[i] == k, "size index lost a key");
         node.keys.copy_within(i + 1..len, i);
         node.len -= 1;
