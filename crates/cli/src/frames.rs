@@ -41,6 +41,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use fitalloc::block::{Block, HEADER};
+use fitalloc::heap::Spot;
 use fitalloc::Heap;
 
 use crate::layout::{self, Layout};
@@ -166,9 +167,11 @@ impl Recorder {
     /// `heap` (the same one).
     fn alive(heap: &Heap<Pages>, start: usize, r: &MRegion) -> bool {
         let reg = heap.registry();
-        let id = reg.lookup(start);
-        heap.holds(id, start + HEADER) && {
-            let d = reg.desc(id);
+        let Ok(spot) = Spot::of(reg, reg.lookup(start)) else {
+            return false;
+        };
+        heap.holds(spot, start + HEADER) && {
+            let d = spot.desc();
             d.start() == start && d.seq() == r.seq && d.size() as u64 == r.size
         }
     }
@@ -177,11 +180,11 @@ impl Recorder {
     /// operation; returns its start.
     fn add_region(&mut self, heap: &Heap<Pages>, addr: usize) -> Option<usize> {
         let reg = heap.registry();
-        let id = reg.lookup(addr);
-        if !heap.holds(id, addr + HEADER) {
+        let spot = Spot::of(reg, reg.lookup(addr)).ok()?;
+        if !heap.holds(spot, addr + HEADER) {
             return None;
         }
-        let d = reg.desc(id);
+        let d = spot.desc();
         let size = d.size() as u64;
         self.regions.insert(
             d.start(),
