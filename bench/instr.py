@@ -18,6 +18,11 @@ Rows (an operation is one malloc plus one free):
   pair            churn with one live block (live=1): every operation frees
                   it and allocates another of 8..512 B, nothing to search:
                   the fixed cost of a call
+  pc-1t           row c producer/consumer 1T (a worker thread hands each
+                  block to itself through a queue, then frees it), ops
+                  100000 vs 200000
+  private-1t      row c private 1T (random frees and mallocs of 16 B-32 KiB
+                  in a worker thread's array of 1024), steps 100000 vs 200000
   realloc         row d, nvec 5000 vs 10000: per realloc (the count is the
                   one the program prints after its checksum; an operation
                   here is one realloc, not a malloc+free)
@@ -54,6 +59,11 @@ def rows():
         ("frag-n1e5", lambda k: [b("frag"), "n=100000", "iters=%d" % k], 20000, 120000, steps, True),
         ("frag2-n1e2", lambda k: [b("frag_distinct"), "n=100", "iters=%d" % k], 20000, 120000, steps, True),
         ("frag2-n1e4", lambda k: [b("frag_distinct"), "n=10000", "iters=%d" % k], 20000, 120000, steps, True),
+        # Row c's single-thread rows: the threaded path (a second thread
+        # exists: the process is threaded) at its fixed cost per call.
+        ("pc-1t", lambda k: [b("threads"), "mode=pc", "threads=1", "ops=%d" % k], 100000, 200000, 1.0, False),
+        ("private-1t", lambda k: [b("larson"), "mode=private", "threads=1", "seconds=0", "min_ops=%d" % k],
+         100000, 200000, 1.0, False),
         # None: as many operations as the program reports (`realloc_count`)
         ("realloc", lambda k: [b("realloc"), "nvec=%d" % k], 5000, 10000, None, False),
     ]
