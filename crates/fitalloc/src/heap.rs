@@ -451,6 +451,13 @@ impl<S: PageSource> Heap<S> {
     // ----------------------------------------------------------------------
     // Looking at the heap.
 
+    /// How many stale cell maxima (left by a free block shrinking in
+    /// place) the current index's searches have settled: the tests'
+    /// witness that the path runs.
+    pub fn index_settled(&self) -> usize {
+        self.index.settled()
+    }
+
     /// The heap's regions in list order.
     pub fn regions(&self) -> impl Iterator<Item = &'static RegionDesc> + '_ {
         let reg = self.reg;

@@ -126,6 +126,12 @@ impl FreeIndex {
             }
     }
 
+    /// How many stale cell maxima the position order's searches have
+    /// settled (0 in the size order).
+    pub fn settled(&self) -> usize {
+        self.cells.settled()
+    }
+
     /// Whether there is no free block.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -346,7 +352,15 @@ impl FreeIndex {
                 }
             }
             Policy::WorstFit => {
-                let (top, hot) = (self.cells.top(), self.hot_units);
+                // `top` is exact when it exceeds the hot block, else an
+                // upper bound that does not: then the hot block is the
+                // largest, with maybe a block of the order of its size
+                // (`first_fit` below settles that).
+                let hot = self.hot_units;
+                let top = match self.cells.top_bound() {
+                    bound if bound > hot => self.cells.largest(),
+                    bound => bound,
+                };
                 let most = top.max(hot);
                 if most == 0 || most < units {
                     None
@@ -355,7 +369,8 @@ impl FreeIndex {
                 } else if top < most {
                     Some(self.hot)
                 } else {
-                    Some(self.earlier(self.cells.first_fit(most), self.hot, 0))
+                    let found = self.cells.first_fit(most);
+                    Some(self.earlier(found, self.hot, 0))
                 }
             }
             Policy::BestFit => {

@@ -200,6 +200,7 @@ fn drive(policy: Policy, mut gen: Gen, ops: usize, label: &str) -> Stats {
         }
     }
     if fail.is_none() {
+        run.stats.settled = run.heap.index_settled() as u64;
         if let Err(e) = run.finish() {
             fail = Some(format!("while freeing everything: {e}\n{}", run.describe()));
         }
@@ -241,6 +242,10 @@ fn run_policy(policy: Policy) {
         assert!(h.maps > 0 && h.splits > 0 && h.gaps > 0 && h.gap_bumped > 0);
         assert!(h.shrinks > 0 && h.absorbs > 0 && h.merges_next > 0 && h.merges_prev > 0);
         assert!(h.absorbs_whole > 0, "realloc never took a whole next block");
+        assert!(
+            stats.settled > 0 || policy == Policy::BestFit,
+            "no search met a stale cell maximum"
+        );
         assert!(
             h.wraps > 0 || policy != Policy::NextFit,
             "next fit never wrapped"

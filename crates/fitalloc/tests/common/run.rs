@@ -125,6 +125,8 @@ pub struct Stats {
     pub max_live: usize,
     pub max_regions: usize,
     pub max_blocks: usize,
+    /// Stale cell maxima settled by searches (`Heap::index_settled`).
+    pub settled: u64,
     pub hits: Hits,
 }
 
@@ -138,6 +140,7 @@ impl Stats {
         self.realloc_moved += o.realloc_moved;
         self.realloc_failed += o.realloc_failed;
         self.policy_switches += o.policy_switches;
+        self.settled += o.settled;
         self.max_live = self.max_live.max(o.max_live);
         self.max_regions = self.max_regions.max(o.max_regions);
         self.max_blocks = self.max_blocks.max(o.max_blocks);
