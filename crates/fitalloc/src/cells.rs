@@ -375,10 +375,8 @@ impl Cells {
     pub fn largest(&mut self) -> u32 {
         loop {
             let top = self.tree.top();
-            if top == 0 {
-                return 0;
-            }
-            let Some(c) = self.tree.first(top) else {
+            // `first` finds the root's leaf whenever there is one (top > 0).
+            let Some(c) = (top > 0).then(|| self.tree.first(top)).flatten() else {
                 return 0;
             };
             match self.scan(c, 0, top) {
