@@ -150,6 +150,14 @@ impl CachedPages {
         }
     }
 
+    /// Sets what is called with each span given back to the kernel (a
+    /// static made with `new` is all zero and costs no file page: see
+    /// `global::PAGES`).
+    #[inline]
+    pub fn set_return_hook(&mut self, hook: fn(usize, usize)) {
+        self.on_return = Some(hook);
+    }
+
     /// Bytes currently cached (mapped but not part of any region).
     pub fn cached_bytes(&self) -> usize {
         self.bytes

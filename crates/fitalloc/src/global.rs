@@ -37,7 +37,9 @@ pub static REGISTRY: Registry = Registry::new();
 
 /// The span cache shared by every heap of this copy of the crate. Spans it
 /// gives back to the kernel are forgotten by the page map.
-static PAGES: Lock<CachedPages> = Lock::new(CachedPages::with_return_hook(Some(forget)));
+/// Zero-initialised, so that it lies in `.bss` (see `Tracer`): the hook is
+/// set by every `map` (before anything can be given back).
+static PAGES: Lock<CachedPages> = Lock::new(CachedPages::new());
 
 fn forget(addr: usize, len: usize) {
     REGISTRY.forget_pages(addr, len);
@@ -60,7 +62,9 @@ impl PageSource for SharedPages {
     }
 
     fn map(&mut self, len: usize) -> Option<(usize, bool)> {
-        PAGES.lock_if_threaded().map(len)
+        let mut pages = PAGES.lock_if_threaded();
+        pages.set_return_hook(forget);
+        pages.map(len)
     }
 
     unsafe fn unmap(&mut self, addr: usize, len: usize) {
@@ -194,7 +198,12 @@ impl Slot {
     }
 }
 
-const CHUNK: usize = 64;
+/// Arenas per chunk, and in place in `Shared`. Eight, not more: the
+/// process state is initialised data (`.data`), and the kernel maps a
+/// library's file pages 64 KiB around each one read, so 64 slots in place
+/// (52 KB) were resident in every process (tests/27-vmsize.sh bounds
+/// `.data`). Threads past the eighth take one more load per call.
+const CHUNK: usize = 8;
 type Chunk = [Slot; CHUNK];
 
 struct TraceState {

@@ -1,6 +1,9 @@
 //! Writes an `ALLOCATOR_TRACE` file (format in [`crate::trace`]) without
-//! allocating: records go into a 64 KiB buffer inside the process state and
-//! out with `write(2)` when it fills, before `fork`, and at exit. The
+//! allocating: records go into a 64 KiB buffer (mapped when tracing starts,
+//! kept for the life of the process: a process state that carried it
+//! inline would put 64 KiB in the library's `.data`, whose file pages the
+//! kernel maps 64 KiB at a time, resident in every process) and out with
+//! `write(2)` when it fills, before `fork`, and at exit. The
 //! header's program block (the executable's path, `argv[0]`) is read from
 //! `/proc/self` straight into that buffer: no large stack buffer, as a fork
 //! child may start its trace on a thread with a small stack.
@@ -21,8 +24,13 @@ pub struct Tracer {
     fd: i32,
     started: bool,
     len: usize,
-    buf: [u8; BUF],
+    /// `BUF` bytes from `os::map_meta` once `start` succeeds, else null.
+    buf: *mut u8,
 }
+
+// SAFETY: the buffer is owned by the tracer (never shared, never freed), and
+// the tracer is used under its owner's lock.
+unsafe impl Send for Tracer {}
 
 impl Default for Tracer {
     fn default() -> Self {
@@ -37,8 +45,17 @@ impl Tracer {
             fd: -1,
             started: false,
             len: 0,
-            buf: [0; BUF],
+            buf: core::ptr::null_mut(),
         }
+    }
+
+    /// The buffer (`start` mapped it).
+    #[inline]
+    fn buf(&mut self) -> &mut [u8] {
+        debug_assert!(!self.buf.is_null());
+        // SAFETY: `buf` is a mapping of `BUF` bytes owned by this tracer
+        // (`start` sets it before any use), borrowed mutably with it.
+        unsafe { core::slice::from_raw_parts_mut(self.buf, BUF) }
     }
 
     /// Whether `start` was tried (successfully or not).
@@ -62,6 +79,17 @@ impl Tracer {
         self.started = true;
         // SAFETY: `path` is a NUL-terminated string from the environment.
         let base = unsafe { CStr::from_ptr(path) }.to_bytes();
+        // A fork child keeps the parent's buffer.
+        if self.buf.is_null() {
+            let Some(b) = os::map_meta(BUF) else {
+                crate::eprint_raw!(
+                    "fitalloc: no memory for a trace buffer ('{}'): not tracing\n",
+                    crate::fmt::Text(base)
+                );
+                return;
+            };
+            self.buf = b as *mut u8;
+        }
         let pid = os::getpid();
         let Some(fd) = create_unique(base, pid, child) else {
             crate::eprint_raw!(
@@ -82,7 +110,7 @@ impl Tracer {
             fork_child: child,
             program_units: units,
         };
-        self.buf[..RECORD].copy_from_slice(&header.encode());
+        self.buf()[..RECORD].copy_from_slice(&header.encode());
         self.len = RECORD + units as usize * RECORD;
         self.flush();
     }
@@ -91,7 +119,7 @@ impl Tracer {
     /// it) and returns its length in 32-byte units. The texts are read into
     /// the buffer's far end first, then encoded to their place.
     fn program_block(&mut self) -> u16 {
-        let (head, texts) = self.buf.split_at_mut(BUF - 2 * (PROGRAM_TEXT + 1));
+        let (head, texts) = self.buf().split_at_mut(BUF - 2 * (PROGRAM_TEXT + 1));
         let (exe, argv0) = texts.split_at_mut(PROGRAM_TEXT + 1);
         let exe_len = read_link(b"/proc/self/exe\0", exe);
         let argv0_len = read_first(b"/proc/self/cmdline\0", argv0);
@@ -114,14 +142,16 @@ impl Tracer {
         if self.len + bytes.len() > BUF {
             self.flush();
         }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        let len = self.len;
+        self.buf()[len..len + bytes.len()].copy_from_slice(bytes);
         self.len += bytes.len();
     }
 
     /// Writes out the buffer.
     pub fn flush(&mut self) {
         if self.fd >= 0 && self.len > 0 {
-            os::write_all(self.fd, &self.buf[..self.len]);
+            let (fd, len) = (self.fd, self.len);
+            os::write_all(fd, &self.buf()[..len]);
         }
         self.len = 0;
     }
