@@ -5,18 +5,34 @@
 #   make bench               benchmarks (bench/results/)
 #   make instr               instructions per malloc+free under callgrind (bench/instr.py)
 #   make fuzz            fuzz every target 180 s (nightly + cargo-fuzz; fuzz/run.sh)
+#   make pgo             retake the profile allocator.so is built with (pgo/train.sh)
 #   make install PREFIX=/usr/local   lib/libfitalloc.so, include/allocator.h, pkg-config file
 CARGO ?= cargo
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
-.PHONY: all test bench instr soak fuzz install clean FORCE
+.PHONY: all test bench instr soak fuzz install clean pgo FORCE
 
 all: allocator.so libfitalloc.so fitalloc
 
+# Built with the committed profile pgo/fitalloc.profdata (profile-guided
+# optimisation; `make pgo` retakes it, see pgo/train.sh), in a target
+# directory of its own (other flags than the workspace's other builds).
+# NO_PGO=1 builds without it; so does a rustc that cannot read it (a warning).
 allocator.so: FORCE
-	$(CARGO) build --release -p fitalloc-preload
-	cp target/release/libfitalloc_preload.so $@.tmp && mv -f $@.tmp $@
+	@if [ -z "$(NO_PGO)" ] && [ -f pgo/fitalloc.profdata ] && \
+	  RUSTFLAGS="$$RUSTFLAGS -Cprofile-use=$(CURDIR)/pgo/fitalloc.profdata" \
+	  $(CARGO) build --release -p fitalloc-preload --target-dir target/pgo-use; then \
+	  cp target/pgo-use/release/libfitalloc_preload.so $@.tmp; \
+	else \
+	  [ -n "$(NO_PGO)" ] || echo "warning: allocator.so built without pgo/fitalloc.profdata" >&2; \
+	  $(CARGO) build --release -p fitalloc-preload && \
+	  cp target/release/libfitalloc_preload.so $@.tmp; \
+	fi && mv -f $@.tmp $@
+
+# Retakes the profile allocator.so is built with (needs llvm-profdata >= 19).
+pgo:
+	@./pgo/train.sh
 
 # The command-line tool (run / replay / map), beside allocator.so.
 fitalloc: FORCE
