@@ -787,16 +787,18 @@ def main():
                     break
         except OSError:
             pass
-        # the last commit that changed the allocator's sources (not bench/ or docs)
-        commit = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h", "--", "crates", "Cargo.toml", "Cargo.lock"],
+        # the last commit that changed the allocator's sources or its build
+        # (the profile in pgo/, the Makefile), not bench/ or docs
+        built_from = ["crates", "Cargo.toml", "Cargo.lock", "pgo", "Makefile"]
+        commit = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h", "--"] + built_from,
                                 capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", "crates"],
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--"] + built_from,
                                capture_output=True, text=True).stdout.strip()
         meta = {"runs": runs, "quick": args.quick,
                 "command": "make bench" + ((" args='%s'" % " ".join(sys.argv[1:])) if sys.argv[1:] else ""),
                 "cpu": cpu, "ncpu": os.cpu_count(), "kernel": platform.platform(),
                 "load_start": load_start, "load_end": "%.2f" % os.getloadavg()[0],
-                "commit": (commit or "?") + (" + uncommitted changes in crates/" if dirty else "") + ", allocator.so sha256 " + snap_sha,
+                "commit": (commit or "?") + (" + uncommitted changes" if dirty else "") + ", allocator.so sha256 " + snap_sha,
                 "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
                 "duration": "%.0f s" % (time.time() - start),
                 "tools": {"gcc": version(["gcc", "--version"]), "git": version(["git", "--version"]),
