@@ -2,9 +2,10 @@
 # Regenerates pgo/fitalloc.profdata, the profile `make` builds allocator.so
 # with (profile-guided optimisation: LLVM lays out and allocates registers
 # for the paths the profile says are hot). Run it (`make pgo`) after changing
-# the allocator's code: a function whose code changed since the profile was
-# taken is built without profile data (no warning, no error), so a stale
-# profile only loses part of the gain.
+# the allocator's code: a function whose control flow changed since the
+# profile was taken loses its profile data (the build warns: "function
+# control flow change detected (hash mismatch)"), so a stale profile only
+# loses part of the gain.
 #
 # Training: an instrumented build of the library runs make test's real
 # programs (tests/2[0-3]-programs-*.sh: ls, find, sort, python, perl, git,
