@@ -241,7 +241,8 @@ impl Block {
             size_units: (size / ALIGN) as u32,
             tag: flags & FLAG_MASK,
         };
-        h.tag |= check(self.addr(), secret, &h) << 8;
+        let fields = (h.size_units as u64) << 32 | h.region as u64;
+        h.tag |= check_fields(self.addr(), secret, fields, h.tag) << 8;
         self.store(h);
     }
 
@@ -336,25 +337,14 @@ pub fn corrupted_free_block(addr: usize) -> ! {
     crate::os::abort()
 }
 
-/// 24 bits of a keyed hash of a header's address, region, size and flags
-/// (not its check, not `prev_units`): one 64 x 64 -> 128-bit multiply of
-/// the two key-masked words, folded (the "mum" step of wyhash).
-#[inline]
-fn check(addr: usize, secret: u64, h: &Header) -> u32 {
-    check_fields(
-        addr,
-        secret,
-        (h.size_units as u64) << 32 | h.region as u64,
-        h.tag,
-    )
-}
-
 // `Block::fields` reads `region` and `size_units` as one little-endian word.
 #[cfg(not(target_endian = "little"))]
 compile_error!("fitalloc's header check assumes a little-endian target");
 
-/// `check` of a header whose `region | size_units << 32` is `fields` and
-/// whose tag (flags and check) is `tag`.
+/// 24 bits of a keyed hash of a header's address, region, size and flags
+/// (not its check, not `prev_units`): one 64 x 64 -> 128-bit multiply of
+/// the two key-masked words, folded (the "mum" step of wyhash). `fields` is
+/// `region | size_units << 32`, `tag` the flags (and the check, ignored).
 #[inline]
 fn check_fields(addr: usize, secret: u64, fields: u64, tag: u32) -> u32 {
     let place = (addr as u64) << 4 | (tag & FLAG_MASK) as u64;

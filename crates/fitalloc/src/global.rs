@@ -37,8 +37,8 @@ pub static REGISTRY: Registry = Registry::new();
 
 /// The span cache shared by every heap of this copy of the crate. Spans it
 /// gives back to the kernel are forgotten by the page map.
-/// Zero-initialised, so that it lies in `.bss` (see `Tracer`): the hook is
-/// set by every `map` (before anything can be given back).
+/// Zero-initialised, so that it lies in `.bss` (see `Tracer`): `refresh`
+/// sets its return hook, beside the trim hook, before any heap maps.
 static PAGES: Lock<CachedPages> = Lock::new(CachedPages::new());
 
 fn forget(addr: usize, len: usize) {
@@ -62,9 +62,7 @@ impl PageSource for SharedPages {
     }
 
     fn map(&mut self, len: usize) -> Option<(usize, bool)> {
-        let mut pages = PAGES.lock_if_threaded();
-        pages.set_return_hook(forget);
-        pages.map(len)
+        PAGES.lock_if_threaded().map(len)
     }
 
     unsafe fn unmap(&mut self, addr: usize, len: usize) {
@@ -572,6 +570,7 @@ impl Shared {
     #[inline(never)]
     fn refresh(&self, i: usize, a: &mut Arena) {
         os::set_trim_hook(trim_pages);
+        PAGES.lock_if_threaded().set_return_hook(forget);
         // Decided early (usually while the process has one thread, when
         // registering is cheap): see `arena::prepare_threads`.
         let _ = crate::lock::biased();
