@@ -589,10 +589,7 @@ impl<S: PageSource> Heap<S> {
         let (secret, s, at) = (self.secret, c.size, c.block);
         let (region, at_prev, d) = (at.region(), at.prev_size(), c.d);
         if c.indexed && d.huge() {
-            // A second block in a region that may have huge pages: the rest
-            // of it is better served by small ones (see `PageSource`).
-            d.set_huge(false);
-            self.source.prefer_small_pages(d.start(), d.size());
+            self.no_longer_huge(d);
         }
         let keep = self.reused_poison(at);
         let rest = s - gap - need;
@@ -845,6 +842,11 @@ impl<S: PageSource> Heap<S> {
 
     /// Shrinks used block `b` to `need` bytes; the tail is freed.
     fn shrink(&mut self, b: Block, d: &RegionDesc, need: usize) {
+        if d.huge() {
+            // Before the tail's header is written (it may lie in a huge
+            // page nobody has touched yet).
+            self.no_longer_huge(d);
+        }
         let name = b.is_named().then(|| read_name(b));
         let (s, secret) = (b.size(), self.secret);
         b.set_size(secret, need);
@@ -897,6 +899,15 @@ impl<S: PageSource> Heap<S> {
 
     // ----------------------------------------------------------------------
     // Helpers.
+
+    /// Region `d`, which may have huge pages, is about to hold a second
+    /// block: the pages not touched yet are better small ones (see
+    /// `PageSource::prefer_small_pages`).
+    #[cold]
+    fn no_longer_huge(&mut self, d: &RegionDesc) {
+        d.set_huge(false);
+        self.source.prefer_small_pages(d.start(), d.size());
+    }
 
     #[inline]
     fn note_peak(&mut self) {

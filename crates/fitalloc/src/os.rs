@@ -105,14 +105,26 @@ pub fn no_huge_pages(addr: usize, len: usize) {
     keep_errno(|| unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_NOHUGEPAGE) });
 }
 
-/// Maps `len` bytes (a large region's worth) aligned to a huge page and
-/// asks for transparent huge pages: one page fault per 2 MiB instead of per
-/// 4 KiB. Falls back to a plain mapping.
+/// Maps `len` bytes (a large region's worth) and asks for transparent huge
+/// pages: one page fault per 2 MiB instead of per 4 KiB where the program
+/// fills its block. Neither the span's first page nor its last lies in a
+/// huge page (the span starts one or two small pages before a huge page
+/// boundary and does not end on one, so the 2 MiB around each are not all
+/// in the mapping): the heap writes headers there at once (the block's,
+/// and its tail's when the block does not fill the last page), and a
+/// program that never touches its block, or shrinks it and carves it into
+/// small ones, must not get megabytes resident for a few headers (nor,
+/// under the kernel's default `defrag=madvise`, faults that wait for
+/// compaction: 25 ms each on a busy host). Falls back to a plain mapping.
 pub fn map_huge(len: usize) -> Option<usize> {
     let Some(span) = map_anon(len + HUGE) else {
         return map_anon(len);
     };
-    let start = span.next_multiple_of(HUGE);
+    let page = page_size_cached();
+    let mut start = (span + 2 * page).next_multiple_of(HUGE) - page;
+    if (start + len).is_multiple_of(HUGE) {
+        start -= page;
+    }
     let (head, tail) = (start - span, span + len + HUGE - (start + len));
     // SAFETY: both slices lie in the mapping just made and are unused.
     unsafe {
