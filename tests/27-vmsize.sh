@@ -5,9 +5,9 @@
 # VmSize (and VmRSS for the touched block) may grow by at most 10 MB from
 # after the first round to after the last, and must come back within 10 MB
 # of the level before the first allocation. Under every policy. And blocks
-# of 16 MB the program never touches (some shrunk by realloc and carved into
-# small blocks) make only their headers' pages resident, not a 2 MiB
-# transparent huge page each.
+# of 16 MB the program never touches (some shrunk by realloc, with small
+# allocations after them) make only their headers' pages resident, not a
+# 2 MiB transparent huge page each.
 # Also the library's own footprint: its writable initialised data (`.data`)
 # stays small. The kernel maps a file's pages 64 KiB around each page read
 # ("fault-around"), so every byte of `.data` near one that is used is

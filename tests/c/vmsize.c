@@ -12,9 +12,10 @@
  *           VmSize after every round
  *  headers  32 blocks of 16 MB held but never touched by the program, half
  *           of them shrunk by realloc to 1 MB (a free block's header then
- *           lies 1 MB in) and a small block carved after each: the
- *           allocator writes only headers there, so VmRSS grows by a few
- *           pages per block, not by a 2 MiB transparent huge page each
+ *           lies 1 MB in), each followed by a small allocation (which the
+ *           policy may carve from that free block): the allocator writes
+ *           only headers there, so VmRSS grows by a few pages per block,
+ *           not by a 2 MiB transparent huge page each
  *           (at most 4 MB for the 32; 33-66 MB before this was fixed, on a
  *           kernel that offers transparent huge pages)
  * Limits: from after the first round to after the last, VmSize and VmRSS
