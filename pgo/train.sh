@@ -51,9 +51,12 @@ so=$ROOT/target/pgo-gen/release/libfitalloc_preload.so
 for t in tests/2[0-3]-programs-*.sh; do
   SO=$so BUILD=$train bash "$t" | tail -n 1
 done
-gcc -O1 -g -pthread -I"$ROOT/include" -o "$train/stress" tests/c/stress.c
-for p in first_fit next_fit best_fit worst_fit; do
-  ALLOCATOR_ALGORITHM=$p LD_PRELOAD=$so "$train/stress" seed=1 threads=4 ops=60000 forks=10 | tail -n 1
+# The tests' helpers: their policy list and their compiler flags.
+SO=$so BUILD=$train
+. tests/lib.sh
+stress=$(build stress tests/c/stress.c)
+for p in "${POLICIES[@]}"; do
+  ALLOCATOR_ALGORITHM=$p LD_PRELOAD=$so "$stress" seed=1 threads=4 ops=60000 forks=10 | tail -n 1
 done
 
 "$profdata" merge -o pgo/fitalloc.profdata "$raw"/*.profraw
