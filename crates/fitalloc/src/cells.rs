@@ -118,14 +118,17 @@ fn cell_of(d: &RegionDesc, addr: usize) -> (usize, u32) {
     )
 }
 
-/// A block the index found: its place in list order ([`position`]) and
-/// its address.
+/// A block the index found: its place in list order ([`position`]), its
+/// address, and its size as its header says (the header passed its check
+/// and says FREE: `Block::indexed_units`).
 #[derive(Clone, Copy, Debug)]
 pub struct Found {
     /// `position` of the block.
     pub pos: usize,
     /// The block's address.
     pub addr: usize,
+    /// The block's size in units, read from its checked header.
+    pub units: u32,
 }
 
 /// The place in list order of a block starting at `addr` in region `d`:
@@ -308,6 +311,7 @@ impl Cells {
             (have >= units).then(|| Found {
                 pos: c << CELL_SHIFT | (g as usize) << GRANULE_SHIFT,
                 addr: b.addr(),
+                units: have,
             })
         });
         found.ok_or(most)

@@ -13,7 +13,7 @@ use crate::block::{
     self, Block, ALIGN, CANARY, FREE, HEADER, MAX_SLACK, MAX_UNITS, MIN_BLOCK, NAMED, NAME_AREA,
     POISON, POISONED,
 };
-use crate::index::{FreeIndex, Rover};
+use crate::index::{Choice, FreeIndex, Rover};
 use crate::os::PageSource;
 pub use crate::policy::Policy;
 use crate::registry::{RegionDesc, Registry};
@@ -506,7 +506,7 @@ impl<S: PageSource> Heap<S> {
             None
         };
         let chosen = match self.index.choose(self.policy, units, rover) {
-            Some(addr) => self.indexed_block(addr, units),
+            Some(c) => self.indexed_block(c, units),
             None => self.map_region(need)?,
         };
         self.rover = Rover::At {
@@ -516,16 +516,20 @@ impl<S: PageSource> Heap<S> {
         Some(chosen)
     }
 
-    /// The free block the index chose, after checking its header: it must
-    /// pass its check, be free and fit, or the process ends.
+    /// The free block the index chose, after checking its header (unless
+    /// the index's search just did, with the same check): it must pass its
+    /// check, be free and fit, or the process ends.
     #[inline]
-    fn indexed_block(&self, addr: usize, units: u32) -> Chosen {
+    fn indexed_block(&self, c: Choice, units: u32) -> Chosen {
         // SAFETY: the index holds only free blocks of this heap's live regions.
-        let block = unsafe { Block::from_raw(addr) };
-        let have = block.indexed_units(self.secret);
+        let block = unsafe { Block::from_raw(c.addr) };
+        let have = match c.units {
+            0 => block.indexed_units(self.secret),
+            checked => checked,
+        };
         let d = self.reg.desc(block.region());
         if have < units || block.end() > d.end() {
-            block::corrupted_free_block(addr);
+            block::corrupted_free_block(c.addr);
         }
         Chosen {
             block,

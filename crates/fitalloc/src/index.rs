@@ -50,6 +50,36 @@ pub enum Rover {
     End,
 }
 
+/// The block `FreeIndex::choose` picked: its address and, when the
+/// position order's search read its header (with its check, as
+/// `Block::indexed_units` does), the size that header gave; 0 when the
+/// header has not been read (the hot block, best fit's key), so that the
+/// heap checks it before using it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Choice {
+    /// The block's address.
+    pub addr: usize,
+    /// Its checked size in units, or 0.
+    pub units: u32,
+}
+
+impl Choice {
+    /// A block whose header the search has checked.
+    #[inline]
+    fn checked(f: Found) -> Choice {
+        Choice {
+            addr: f.addr,
+            units: f.units,
+        }
+    }
+
+    /// A block whose header nobody has read yet.
+    #[inline]
+    fn unchecked(addr: usize) -> Choice {
+        Choice { addr, units: 0 }
+    }
+}
+
 /// The free index of a heap (see the module docs).
 pub struct FreeIndex {
     order: Order,
@@ -322,29 +352,29 @@ impl FreeIndex {
         }
     }
 
-    /// The address of the block `policy` chooses for `units` (ARCHITECTURE.md
-    /// §3), given the next-fit rover (resolved to its region by the heap):
-    /// the order's answer or the hot block, whichever the policy ranks first.
+    /// The block `policy` chooses for `units` (ARCHITECTURE.md §3), given
+    /// the next-fit rover (resolved to its region by the heap): the order's
+    /// answer or the hot block, whichever the policy ranks first.
     #[inline]
     pub fn choose(
         &mut self,
         policy: Policy,
         units: u32,
         rover: Option<(&RegionDesc, usize)>,
-    ) -> Option<usize> {
+    ) -> Option<Choice> {
         debug_assert!(policy.order() == self.order);
         match policy {
             Policy::FirstFit => {
                 let found = self.cells.first_fit(units);
                 match self.hot_fitting(units) {
-                    None => found.map(|f| f.addr),
+                    None => found.map(Choice::checked),
                     Some(h) => Some(self.earlier(found, h, 0)),
                 }
             }
             Policy::NextFit => {
                 let found = self.cells.next_fit(units, rover);
                 match self.hot_fitting(units) {
-                    None => found.map(|f| f.addr),
+                    None => found.map(Choice::checked),
                     Some(h) => {
                         let from = rover.map_or(0, |(d, a)| cells::position(d, a));
                         Some(self.earlier(found, h, from))
@@ -365,9 +395,9 @@ impl FreeIndex {
                 if most == 0 || most < units {
                     None
                 } else if hot < most {
-                    self.cells.first_fit(most).map(|f| f.addr)
+                    self.cells.first_fit(most).map(Choice::checked)
                 } else if top < most {
-                    Some(self.hot)
+                    Some(Choice::unchecked(self.hot))
                 } else {
                     let found = self.cells.first_fit(most);
                     Some(self.earlier(found, self.hot, 0))
@@ -375,13 +405,14 @@ impl FreeIndex {
             }
             Policy::BestFit => {
                 let found = self.sizes.best(units);
-                match self.hot_fitting(units) {
-                    None => found.map(sizes::key_addr),
+                let key = match self.hot_fitting(units) {
+                    None => found?,
                     Some(h) => {
                         let hk = sizes::key(self.hot_units, self.hot_desc().seq(), h);
-                        Some(sizes::key_addr(found.map_or(hk, |k| k.min(hk))))
+                        found.map_or(hk, |k| k.min(hk))
                     }
-                }
+                };
+                Some(Choice::unchecked(sizes::key_addr(key)))
             }
         }
     }
@@ -391,14 +422,16 @@ impl FreeIndex {
     /// position `from` and wrapping around: next fit's order, and first
     /// fit's when `from` is 0.
     #[inline]
-    fn earlier(&self, found: Option<Found>, hot: usize, from: usize) -> usize {
-        let Some(f) = found else { return hot };
+    fn earlier(&self, found: Option<Found>, hot: usize, from: usize) -> Choice {
+        let Some(f) = found else {
+            return Choice::unchecked(hot);
+        };
         let h = cells::position(self.hot_desc(), hot);
         let rank = |p: usize| (p < from, p);
         if rank(h) < rank(f.pos) {
-            hot
+            Choice::unchecked(hot)
         } else {
-            f.addr
+            Choice::checked(f)
         }
     }
 
