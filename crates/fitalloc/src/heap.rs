@@ -182,6 +182,9 @@ pub struct Heap<S: PageSource> {
     /// The marks are covered by the header check, so while this is false
     /// no block has one and free and malloc skip every look for them.
     marks: bool,
+    /// No scribble, no check mode, no marks: malloc and free then take a
+    /// path compiled with all three known to be off (`X` false below).
+    plain: bool,
     counters: Counters,
     /// Blocks in all regions (used and free): the bound on free blocks the
     /// size index reserves room for.
@@ -225,6 +228,7 @@ impl<S: PageSource> Heap<S> {
             scribble: false,
             check: false,
             marks: false,
+            plain: true,
             counters: Counters::default(),
             blocks: 0,
         }
@@ -282,6 +286,7 @@ impl<S: PageSource> Heap<S> {
     /// Whether new allocations are filled with 0xAA.
     pub fn set_scribble(&mut self, on: bool) {
         self.scribble = on;
+        self.plain = !self.scribble && !self.marks;
     }
 
     /// Check mode: every request gets canary bytes after its end (checked
@@ -290,6 +295,25 @@ impl<S: PageSource> Heap<S> {
     pub fn set_check(&mut self, on: bool) {
         self.check = on;
         self.marks |= on;
+        self.plain = !self.scribble && !self.marks;
+    }
+
+    // The options as a path compiled for `X` sees them: `X` true reads
+    // them, `X` false is the path of a plain heap, where all are off.
+
+    #[inline(always)]
+    fn marks<const X: bool>(&self) -> bool {
+        X && self.marks
+    }
+
+    #[inline(always)]
+    fn checking<const X: bool>(&self) -> bool {
+        X && self.check
+    }
+
+    #[inline(always)]
+    fn scribbling<const X: bool>(&self) -> bool {
+        X && self.scribble
     }
 
     // ----------------------------------------------------------------------
@@ -300,20 +324,25 @@ impl<S: PageSource> Heap<S> {
     pub fn malloc(&mut self, size: usize) -> Option<usize> {
         let need = block::need(size, false)?;
         let c = self.choose_or_map(need)?;
-        let b = self.take(c, 0, need, 0);
-        Some(self.hand_out(b, size, 0))
+        Some(if self.plain {
+            let b = self.take::<false>(c, 0, need, 0);
+            self.hand_out::<false>(b, size, 0)
+        } else {
+            let b = self.take::<true>(c, 0, need, 0);
+            self.hand_out::<true>(b, size, 0)
+        })
     }
 
     /// Allocates `size` bytes and records `name` (first 31 bytes).
     pub fn malloc_named(&mut self, size: usize, name: &[u8]) -> Option<usize> {
         let need = block::need(size, true)?;
         let c = self.choose_or_map(need)?;
-        let b = self.take(c, 0, need, NAMED);
+        let b = self.take::<true>(c, 0, need, NAMED);
         let mut area = [0u8; NAME_AREA];
         let n = name.len().min(NAME_AREA - 1);
         area[..n].copy_from_slice(&name[..n]);
         write_name(b, &area);
-        Some(self.hand_out(b, size, 0))
+        Some(self.hand_out::<true>(b, size, 0))
     }
 
     /// Allocates `n * size` zeroed bytes; `None` on overflow or out of memory.
@@ -321,12 +350,12 @@ impl<S: PageSource> Heap<S> {
         let bytes = n.checked_mul(size)?;
         let need = block::need(bytes, false)?;
         let c = self.choose_or_map(need)?;
-        let b = self.take(c, 0, need, 0);
+        let b = self.take::<true>(c, 0, need, 0);
         if !c.zeroed {
             // SAFETY: the usable bytes of a block we just allocated are ours.
             unsafe { core::ptr::write_bytes(b.payload() as *mut u8, 0, b.usable()) };
         }
-        self.guard(b, bytes);
+        self.guard::<true>(b, bytes);
         Some(b.payload())
     }
 
@@ -348,8 +377,8 @@ impl<S: PageSource> Heap<S> {
         if gap > 0 && gap < MIN_BLOCK {
             gap += align;
         }
-        let b = self.take(c, gap, need, 0);
-        Some(self.hand_out(b, size, 0))
+        let b = self.take::<true>(c, gap, need, 0);
+        Some(self.hand_out::<true>(b, size, 0))
     }
 
     /// Frees the block at `p`.
@@ -361,9 +390,13 @@ impl<S: PageSource> Heap<S> {
     #[inline]
     pub fn free_in(&mut self, spot: Spot, p: usize) -> Result<(), Misuse> {
         let (b, d, (prev, next)) = self.block_in(spot, p)?;
-        self.verify_guard(b);
         self.counters.in_use -= b.size();
-        self.release_between(b, d, prev, next);
+        if self.plain {
+            self.release_between::<false>(b, d, prev, next);
+        } else {
+            self.verify_guard::<true>(b);
+            self.release_between::<true>(b, d, prev, next);
+        }
         Ok(())
     }
 
@@ -382,7 +415,7 @@ impl<S: PageSource> Heap<S> {
         size: usize,
     ) -> Result<Option<usize>, Misuse> {
         let (b, d, _) = self.block_in(spot, p)?;
-        self.verify_guard(b);
+        self.verify_guard::<true>(b);
         let Some(need) = block::need(size, b.is_named()) else {
             return Ok(None);
         };
@@ -396,20 +429,20 @@ impl<S: PageSource> Heap<S> {
             }
             // The bytes past the new size held the caller's data: no canary
             // over them (a realloc that keeps the block in place clears it).
-            self.guard(b, b.usable());
+            self.guard::<true>(b, b.usable());
             return Ok(Some(p));
         }
         if let Some(n) = next_in(d, b).filter(|n| n.is_free()) {
             if s + n.size() >= need {
                 self.absorb(b, d, n, need);
-                return Ok(Some(self.hand_out(b, size, old_usable)));
+                return Ok(Some(self.hand_out::<true>(b, size, old_usable)));
             }
         }
         let Some(c) = self.choose_or_map(need) else {
             return Ok(None);
         };
         let flags = b.flags() & NAMED;
-        let nb = self.take(c, 0, need, flags);
+        let nb = self.take::<true>(c, 0, need, flags);
         // SAFETY: both payloads are ours, distinct blocks, and at least
         // `old_usable` bytes long (need > s so the new block is larger).
         unsafe {
@@ -418,7 +451,7 @@ impl<S: PageSource> Heap<S> {
         if flags != 0 {
             write_name(nb, &read_name(b));
         }
-        self.hand_out(nb, size, old_usable);
+        self.hand_out::<true>(nb, size, old_usable);
         self.counters.in_use -= b.size();
         self.release(b, d);
         Ok(Some(nb.payload()))
@@ -433,7 +466,7 @@ impl<S: PageSource> Heap<S> {
     /// All of them may be written: a check-mode canary is dropped.
     pub fn usable_size_in(&mut self, spot: Spot, p: usize) -> Result<usize, Misuse> {
         let (b, _, _) = self.block_in(spot, p)?;
-        self.verify_guard(b);
+        self.verify_guard::<true>(b);
         let slack = b.slack();
         if slack != 0 {
             b.set_flags(self.secret, Block::with_slack(b.flags(), 0));
@@ -589,13 +622,13 @@ impl<S: PageSource> Heap<S> {
     /// a free block, a smaller tail goes to the allocation. The allocation's
     /// flags are `flags` (0 or NAMED); the free pieces have no name.
     #[inline]
-    fn take(&mut self, c: Chosen, gap: usize, need: usize, flags: u32) -> Block {
+    fn take<const X: bool>(&mut self, c: Chosen, gap: usize, need: usize, flags: u32) -> Block {
         let (secret, s, at) = (self.secret, c.size, c.block);
         let (region, at_prev, d) = (at.region(), at.prev_size(), c.d);
         if c.indexed && d.huge() {
             self.no_longer_huge(d);
         }
-        let keep = self.reused_poison(at);
+        let keep = self.reused_poison::<X>(at);
         let rest = s - gap - need;
         let (used, tail) = if rest >= MIN_BLOCK {
             (need, rest)
@@ -655,13 +688,13 @@ impl<S: PageSource> Heap<S> {
     fn release(&mut self, b: Block, d: &RegionDesc) {
         let prev = b.prev().filter(|a| a.is_free());
         let next = next_in(d, b).filter(|c| c.is_free());
-        self.release_between(b, d, prev, next);
+        self.release_between::<true>(b, d, prev, next);
     }
 
     /// `release` when the caller knows `b`'s free neighbours (`block_in`
     /// returns them).
     #[inline]
-    fn release_between(
+    fn release_between<const X: bool>(
         &mut self,
         b: Block,
         d: &RegionDesc,
@@ -673,12 +706,12 @@ impl<S: PageSource> Heap<S> {
         let start = prev.map_or(b.addr(), |a| a.addr());
         let end = next.map_or(b.end(), |c| c.end());
         // A write into a free neighbour is caught before the merge hides it.
-        if self.marks {
+        if self.marks::<X>() {
             prev.into_iter()
                 .chain(next)
-                .for_each(|f| self.verify_poison(f));
+                .for_each(|f| self.verify_poison::<X>(f));
         }
-        let parts = self.check.then(|| Parts::of(prev, b, next));
+        let parts = self.checking::<X>().then(|| Parts::of(prev, b, next));
         self.blocks -= prev.is_some() as usize + next.is_some() as usize;
         if start == d_start && end == d_end {
             for f in prev.into_iter().chain(next) {
@@ -726,7 +759,7 @@ impl<S: PageSource> Heap<S> {
         }
         // SAFETY: `low` now spans `start..end`, a block of this region.
         let merged = unsafe { Block::from_raw(start) };
-        self.poison_merged(merged, parts.as_ref());
+        self.poison_merged::<X>(merged, parts.as_ref());
         if let Some(name) = name {
             write_name(merged, &name);
         }
@@ -736,8 +769,8 @@ impl<S: PageSource> Heap<S> {
     /// hold the poison pattern yet (the freed block, absorbed headers,
     /// unpoisoned neighbours, old name areas) and marks it poisoned;
     /// outside check mode, makes sure it is not marked.
-    fn poison_merged(&self, m: Block, parts: Option<&Parts>) {
-        if !self.marks {
+    fn poison_merged<const X: bool>(&self, m: Block, parts: Option<&Parts>) {
+        if !self.marks::<X>() {
             return;
         }
         let marked = m.flags() & POISONED != 0;
@@ -763,8 +796,8 @@ impl<S: PageSource> Heap<S> {
     /// Checks the canary bytes a used block's header announces (check
     /// mode; none while the heap has no marks).
     #[inline]
-    fn verify_guard(&self, b: Block) {
-        if !self.marks {
+    fn verify_guard<const X: bool>(&self, b: Block) {
+        if !self.marks::<X>() {
             return;
         }
         let slack = b.slack();
@@ -778,8 +811,8 @@ impl<S: PageSource> Heap<S> {
 
     /// Checks that a poisoned free block still holds only the pattern.
     #[inline]
-    fn verify_poison(&self, f: Block) {
-        if self.marks && f.flags() & POISONED != 0 {
+    fn verify_poison<const X: bool>(&self, f: Block) {
+        if self.marks::<X>() && f.flags() & POISONED != 0 {
             verify_pattern(f);
         }
     }
@@ -789,9 +822,9 @@ impl<S: PageSource> Heap<S> {
     /// free pieces keep: `POISONED` (their bytes are the verified pattern)
     /// unless a name area lies in it.
     #[inline]
-    fn reused_poison(&self, f: Block) -> u32 {
-        self.verify_poison(f);
-        if self.marks && f.flags() & (POISONED | NAMED) == POISONED {
+    fn reused_poison<const X: bool>(&self, f: Block) -> u32 {
+        self.verify_poison::<X>(f);
+        if self.marks::<X>() && f.flags() & (POISONED | NAMED) == POISONED {
             POISONED
         } else {
             0
@@ -870,7 +903,7 @@ impl<S: PageSource> Heap<S> {
 
     /// Grows used block `b` into its free next neighbour `n` to `need` bytes.
     fn absorb(&mut self, b: Block, d: &RegionDesc, n: Block, need: usize) {
-        let keep = self.reused_poison(n);
+        let keep = self.reused_poison::<true>(n);
         let name = b.is_named().then(|| read_name(b));
         let secret = self.secret;
         let (old, total, n_units) = (b.size(), b.size() + n.size(), n.units());
@@ -926,9 +959,9 @@ impl<S: PageSource> Heap<S> {
     /// bytes are the caller's (realloc): scribble, canary. Returns the
     /// payload.
     #[inline]
-    fn hand_out(&mut self, b: Block, n: usize, from: usize) -> usize {
-        self.scribble_from(b, from);
-        self.guard(b, n);
+    fn hand_out<const X: bool>(&mut self, b: Block, n: usize, from: usize) -> usize {
+        self.scribble_from::<X>(b, from);
+        self.guard::<X>(b, n);
         b.payload()
     }
 
@@ -936,12 +969,12 @@ impl<S: PageSource> Heap<S> {
     /// most `MAX_SLACK` of them) with canary bytes and records how many in
     /// the header; outside check mode, makes sure none is recorded.
     #[inline]
-    fn guard(&mut self, b: Block, n: usize) {
-        if !self.marks || (!self.check && b.slack() == 0) {
+    fn guard<const X: bool>(&mut self, b: Block, n: usize) {
+        if !self.marks::<X>() || (!self.checking::<X>() && b.slack() == 0) {
             return;
         }
         let usable = b.usable();
-        let slack = if self.check {
+        let slack = if self.checking::<X>() {
             (usable - n.min(usable)).min(MAX_SLACK)
         } else {
             0
@@ -956,8 +989,8 @@ impl<S: PageSource> Heap<S> {
 
     /// Fills the usable bytes of `b` from offset `from` with 0xAA if on.
     #[inline]
-    fn scribble_from(&self, b: Block, from: usize) {
-        if self.scribble && b.usable() > from {
+    fn scribble_from<const X: bool>(&self, b: Block, from: usize) {
+        if self.scribbling::<X>() && b.usable() > from {
             // SAFETY: the usable bytes of an allocated block are ours.
             unsafe {
                 core::ptr::write_bytes((b.payload() + from) as *mut u8, 0xAA, b.usable() - from)
