@@ -713,15 +713,16 @@ impl Shared {
     // Operations.
 
     /// An operation that allocates in the calling thread's arena and is
-    /// traced as `op` with its result.
+    /// traced as `op()` with its result (made only when tracing: an
+    /// untraced call writes no record anywhere).
     #[inline]
     fn alloc_op(
         &self,
         call: Call,
-        op: Op,
+        op: impl FnOnce() -> Op,
         f: impl FnOnce(&mut ProcessHeap) -> Option<usize>,
     ) -> Option<usize> {
-        self.run_own(call, f, |&r| record(op, r))
+        self.run_own(call, f, move |&r| record(op(), r))
     }
 
     /// `run` in the calling thread's own arena (borrowed for the call by a
@@ -744,36 +745,38 @@ impl Shared {
     /// `malloc` (counted as `call`).
     #[inline]
     pub fn malloc(&self, call: Call, size: usize) -> Option<usize> {
-        let op = Op::Malloc { size: size as u64 };
-        self.alloc_op(call, op, |h| h.malloc(size))
+        let op = move || Op::Malloc { size: size as u64 };
+        self.alloc_op(call, op, move |h| h.malloc(size))
     }
 
     /// `calloc`.
     pub fn calloc(&self, call: Call, n: usize, size: usize) -> Option<usize> {
-        let op = Op::Calloc {
+        let op = move || Op::Calloc {
             count: n as u64,
             size: size as u64,
         };
-        self.alloc_op(call, op, |h| h.calloc(n, size))
+        self.alloc_op(call, op, move |h| h.calloc(n, size))
     }
 
     /// The memalign family (`align` a power of two).
     pub fn memalign(&self, call: Call, align: usize, size: usize) -> Option<usize> {
-        let op = Op::Memalign {
+        let op = move || Op::Memalign {
             align: align as u64,
             size: size as u64,
         };
-        self.alloc_op(call, op, |h| h.memalign(align, size))
+        self.alloc_op(call, op, move |h| h.memalign(align, size))
     }
 
     /// `malloc_name`.
     pub fn malloc_named(&self, size: usize, name: &[u8]) -> Option<usize> {
-        let mut kept = [0u8; 31];
-        let n = name.len().min(31);
-        kept[..n].copy_from_slice(&name[..n]);
-        let op = Op::Named {
-            size: size as u64,
-            name: kept,
+        let op = move || {
+            let mut kept = [0u8; 31];
+            let n = name.len().min(31);
+            kept[..n].copy_from_slice(&name[..n]);
+            Op::Named {
+                size: size as u64,
+                name: kept,
+            }
         };
         self.alloc_op(Call::MallocName, op, |h| h.malloc_named(size, name))
     }
@@ -793,7 +796,7 @@ impl Shared {
     /// that owns the block when it is the caller's; a block of another
     /// thread's arena moves to the caller's (unless it is big enough).
     pub fn realloc(&self, call: Call, p: usize, size: usize) -> Result<Option<usize>, Misuse> {
-        let op = Op::Realloc {
+        let op = move || Op::Realloc {
             ptr: p as u64,
             size: size as u64,
         };
@@ -809,8 +812,8 @@ impl Shared {
             // compiler would call it out of line (realloc 808 -> 830
             // instructions).
             #[inline(always)]
-            |h| h.realloc_in(spot, p, size),
-            |r| record(op, *r.as_ref().ok()?),
+            move |h| h.realloc_in(spot, p, size),
+            move |r| record(op(), *r.as_ref().ok()?),
         )
     }
 
@@ -866,14 +869,14 @@ impl Shared {
         let Some(who) = Self::mine(i) else {
             return self.free_remote(i, spot, p);
         };
-        let op = Op::Free { ptr: p as u64 };
+        let op = move || Op::Free { ptr: p as u64 };
         self.run_in(
             i,
             who,
             call,
             false,
-            |h| h.free_in(spot, p),
-            |r| r.ok().and_then(|_| record(op, None)),
+            move |h| h.free_in(spot, p),
+            move |r| r.ok().and_then(|_| record(op(), None)),
         )
     }
 
