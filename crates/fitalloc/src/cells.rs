@@ -374,17 +374,18 @@ impl Cells {
         self.tree.top()
     }
 
-    /// Worst fit: the size of the largest free block (0 if none), settling
-    /// the stale leaves that claim more.
-    pub fn largest(&mut self) -> u32 {
+    /// Worst fit: the first largest free block in list order (`None` if
+    /// there is none), settling the stale leaves that claim more. It is
+    /// what `first_fit` of its size answers: the first leaf that claims the
+    /// root's value holds it (its scan found a block that large, and no
+    /// leaf claims more), and it is that cell's first such block.
+    pub fn largest(&mut self) -> Option<Found> {
         loop {
             let top = self.tree.top();
             // `first` finds the root's leaf whenever there is one (top > 0).
-            let Some(c) = (top > 0).then(|| self.tree.first(top)).flatten() else {
-                return 0;
-            };
+            let c = (top > 0).then(|| self.tree.first(top)).flatten()?;
             match self.scan(c, 0, top) {
-                Ok(_) => return top,
+                Ok(f) => return Some(f),
                 Err(m) => self.settle(c, m),
             }
         }

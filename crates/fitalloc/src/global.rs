@@ -778,7 +778,7 @@ impl Shared {
                 name: kept,
             }
         };
-        self.alloc_op(Call::MallocName, op, |h| h.malloc_named(size, name))
+        self.alloc_op(Call::MallocName, op, move |h| h.malloc_named(size, name))
     }
 
     /// How the calling thread uses arena `i` if it is its own (always,

@@ -382,24 +382,30 @@ impl FreeIndex {
                 }
             }
             Policy::WorstFit => {
-                // `top` is exact when it exceeds the hot block, else an
-                // upper bound that does not: then the hot block is the
-                // largest, with maybe a block of the order of its size
+                // `top` is exact when the bound exceeds the hot block
+                // (`largest` then also gives the first block of that size),
+                // else an upper bound that does not: then the hot block is
+                // the largest, with maybe a block of the order of its size
                 // (`first_fit` below settles that).
                 let hot = self.hot_units;
-                let top = match self.cells.top_bound() {
-                    bound if bound > hot => self.cells.largest(),
-                    bound => bound,
+                let (top, largest) = match self.cells.top_bound() {
+                    bound if bound > hot => match self.cells.largest() {
+                        Some(f) => (f.units, Some(f)),
+                        None => (0, None),
+                    },
+                    bound => (bound, None),
                 };
                 let most = top.max(hot);
                 if most == 0 || most < units {
                     None
                 } else if hot < most {
-                    self.cells.first_fit(most).map(Choice::checked)
+                    largest
+                        .or_else(|| self.cells.first_fit(most))
+                        .map(Choice::checked)
                 } else if top < most {
                     Some(Choice::unchecked(self.hot))
                 } else {
-                    let found = self.cells.first_fit(most);
+                    let found = largest.or_else(|| self.cells.first_fit(most));
                     Some(self.earlier(found, self.hot, 0))
                 }
             }
