@@ -399,9 +399,8 @@ impl FreeIndex {
                 if most == 0 || most < units {
                     None
                 } else if hot < most {
-                    largest
-                        .or_else(|| self.cells.first_fit(most))
-                        .map(Choice::checked)
+                    // `top` exceeds the hot block only when `largest` gave it.
+                    largest.map(Choice::checked)
                 } else if top < most {
                     Some(Choice::unchecked(self.hot))
                 } else {
