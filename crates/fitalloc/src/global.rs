@@ -236,6 +236,9 @@ unsafe impl Sync for Shared {}
 /// Who runs an operation on an arena.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Who {
+    /// Any thread while the process has a single thread (as `mine` found
+    /// it): no lock at all, without asking again.
+    Alone,
     /// The thread whose slot it is: enters without the lock.
     Owner,
     /// One of the threads that share the slot (more live threads than
@@ -453,11 +456,13 @@ impl Shared {
         trace: impl FnOnce(&R) -> Option<Record>,
     ) -> R {
         let slot = self.slot(i);
-        let entry = (!os::single_threaded()).then(|| match who {
-            Who::Owner => slot.lock.enter_owner(),
-            Who::Sharer => slot.lock.enter(true),
-            Who::Other => slot.lock.enter(false),
-        });
+        let entry = match who {
+            Who::Alone => None,
+            _ if os::single_threaded() => None,
+            Who::Owner => Some(slot.lock.enter_owner()),
+            Who::Sharer => Some(slot.lock.enter(true)),
+            Who::Other => Some(slot.lock.enter(false)),
+        };
         // SAFETY: this thread is inside the arena's lock (as its owner or
         // with the lock), or is the only thread.
         let a = unsafe { &mut *slot.arena.get() };
@@ -787,7 +792,7 @@ impl Shared {
     #[inline]
     fn mine(i: usize) -> Option<Who> {
         if os::single_threaded() {
-            return Some(Who::Owner);
+            return Some(Who::Alone);
         }
         my_arena().and_then(|(mine, who)| (mine == i).then_some(who))
     }

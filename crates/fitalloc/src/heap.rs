@@ -202,6 +202,8 @@ struct Chosen {
     block: Block,
     /// The region holding it.
     d: &'static RegionDesc,
+    /// The region's end (read once: the descriptor's fields are atomics).
+    end: usize,
     /// Its size in bytes.
     size: usize,
     /// Whether it is in the free index (a new region's block is not).
@@ -396,13 +398,13 @@ impl<S: PageSource> Heap<S> {
     /// `free` when the caller already looked `p` up in the page map.
     #[inline]
     pub fn free_in(&mut self, spot: Spot, p: usize) -> Result<(), Misuse> {
-        let (b, d, (prev, next)) = self.block_in(spot, p)?;
+        let (b, d, around) = self.block_in(spot, p)?;
         self.counters.in_use -= b.size();
         if self.plain() {
-            self.release_between::<false>(b, d, prev, next);
+            self.release_between::<false>(b, d, around);
         } else {
             self.verify_guard::<true>(b);
-            self.release_between::<true>(b, d, prev, next);
+            self.release_between::<true>(b, d, around);
         }
         Ok(())
     }
@@ -567,13 +569,18 @@ impl<S: PageSource> Heap<S> {
             0 => block.indexed_units(self.secret),
             checked => checked,
         };
-        let d = self.reg.desc(block.region());
-        if have < units || block.end() > d.end() {
+        let d = match c.region() {
+            Some(d) => d,
+            None => self.reg.desc(block.region()),
+        };
+        let end = d.end();
+        if have < units || block.end() > end {
             block::corrupted_free_block(c.addr);
         }
         Chosen {
             block,
             d,
+            end,
             size: have as usize * ALIGN,
             indexed: true,
             zeroed: false,
@@ -618,6 +625,7 @@ impl<S: PageSource> Heap<S> {
         Some(Chosen {
             block,
             d,
+            end: start + size,
             size,
             indexed: false,
             zeroed,
@@ -661,7 +669,7 @@ impl<S: PageSource> Heap<S> {
         }
         if gap + tail > 0 {
             let last = if tail > 0 { t } else { u };
-            if last.end() < d.end() {
+            if last.end() < c.end {
                 last.next().set_prev_size(last.size());
             }
         }
@@ -693,23 +701,26 @@ impl<S: PageSource> Heap<S> {
     /// `in_use` is the caller's job. The merged block keeps the name of its
     /// lowest block (SPEC §5).
     fn release(&mut self, b: Block, d: &RegionDesc) {
-        let prev = b.prev().filter(|a| a.is_free());
-        let next = next_in(d, b).filter(|c| c.is_free());
-        self.release_between::<true>(b, d, prev, next);
+        let around = Around {
+            start: d.start(),
+            end: d.end(),
+            prev: b.prev().filter(|a| a.is_free()),
+            next: next_in(d, b).filter(|c| c.is_free()),
+        };
+        self.release_between::<true>(b, d, around);
     }
 
-    /// `release` when the caller knows `b`'s free neighbours (`block_in`
-    /// returns them).
+    /// `release` when the caller knows `b`'s free neighbours and its
+    /// region's bounds (`block_in` returns them).
     #[inline]
-    fn release_between<const X: bool>(
-        &mut self,
-        b: Block,
-        d: &RegionDesc,
-        prev: Option<Block>,
-        next: Option<Block>,
-    ) {
+    fn release_between<const X: bool>(&mut self, b: Block, d: &RegionDesc, around: Around) {
         let secret = self.secret;
-        let (d_start, d_end) = (d.start(), d.end());
+        let Around {
+            start: d_start,
+            end: d_end,
+            prev,
+            next,
+        } = around;
         let start = prev.map_or(b.addr(), |a| a.addr());
         let end = next.map_or(b.end(), |c| c.end());
         // A write into a free neighbour is caught before the merge hides it.
@@ -1028,11 +1039,12 @@ impl<S: PageSource> Heap<S> {
         &self,
         spot: Spot,
         p: usize,
-    ) -> Result<(Block, &'static RegionDesc, Neighbours), Misuse> {
+    ) -> Result<(Block, &'static RegionDesc, Around), Misuse> {
         let (id, d) = (spot.id, spot.d);
         // Read once: the descriptor's fields are atomics, which the
-        // compiler loads again at every use.
-        let (start, end) = (d.start(), d.end());
+        // compiler loads again at every use (`d.end()` too reads `start`).
+        let start = d.start();
+        let end = start + d.size();
         if d.owner() != self.id || !p.is_multiple_of(ALIGN) || p < start + HEADER || p >= end {
             return Err(Misuse::NotOurs);
         }
@@ -1063,7 +1075,16 @@ impl<S: PageSource> Heap<S> {
         if !sealed(prev) || !sealed(next) {
             return Err(Misuse::Corrupted);
         }
-        Ok((b, d, (prev, next)))
+        Ok((
+            b,
+            d,
+            Around {
+                start,
+                end,
+                prev,
+                next,
+            },
+        ))
     }
 
     /// Only on the error path: `addr` failed the header check. If it is a
@@ -1322,7 +1343,15 @@ fn verify_pattern(f: Block) {
 }
 
 /// A block's free neighbours: the one before it, the one after it.
-type Neighbours = (Option<Block>, Option<Block>);
+/// What `block_in` found around a used block: its region's bounds and its
+/// free neighbours.
+#[derive(Clone, Copy)]
+struct Around {
+    start: usize,
+    end: usize,
+    prev: Option<Block>,
+    next: Option<Block>,
+}
 
 fn first_block(d: &RegionDesc) -> Block {
     // SAFETY: a live region of a heap starts with a block header; callers

@@ -54,13 +54,18 @@ pub enum Rover {
 /// position order's search read its header (with its check, as
 /// `Block::indexed_units` does), the size that header gave; 0 when the
 /// header has not been read (the hot block, best fit's key), so that the
-/// heap checks it before using it.
+/// heap checks it before using it. For the hot block it also gives the
+/// region's descriptor, which the index keeps, so that the heap need not
+/// look it up.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Choice {
     /// The block's address.
     pub addr: usize,
     /// Its checked size in units, or 0.
     pub units: u32,
+    /// Its region's descriptor when the index knows it (the hot block's),
+    /// else null.
+    d: *const RegionDesc,
 }
 
 impl Choice {
@@ -70,13 +75,27 @@ impl Choice {
         Choice {
             addr: f.addr,
             units: f.units,
+            d: core::ptr::null(),
         }
     }
 
     /// A block whose header nobody has read yet.
     #[inline]
     fn unchecked(addr: usize) -> Choice {
-        Choice { addr, units: 0 }
+        Choice {
+            addr,
+            units: 0,
+            d: core::ptr::null(),
+        }
+    }
+
+    /// The block's region, when the index knew it.
+    #[inline]
+    pub fn region(&self) -> Option<&'static RegionDesc> {
+        // SAFETY: only `FreeIndex::hot_choice` sets it: the hot block's
+        // descriptor, of a live region (registry descriptors are never
+        // unmapped), read before the heap changes anything.
+        (!self.d.is_null()).then(|| unsafe { &*self.d })
     }
 }
 
@@ -126,6 +145,17 @@ impl FreeIndex {
         // region: registry descriptors are never unmapped, and the hot
         // block leaves (`remove`) before its region does.
         unsafe { &*self.hot_d }
+    }
+
+    /// The hot block as a choice (its header unread, its region known).
+    #[inline]
+    fn hot_choice(&self) -> Choice {
+        debug_assert!(self.hot != 0);
+        Choice {
+            addr: self.hot,
+            units: 0,
+            d: self.hot_d,
+        }
     }
 
     /// The hot block's address, if there is one and it holds `units`.
@@ -402,7 +432,7 @@ impl FreeIndex {
                     // `top` exceeds the hot block only when `largest` gave it.
                     largest.map(Choice::checked)
                 } else if top < most {
-                    Some(Choice::unchecked(self.hot))
+                    Some(self.hot_choice())
                 } else {
                     let found = largest.or_else(|| self.cells.first_fit(most));
                     Some(self.earlier(found, self.hot, 0))
@@ -417,7 +447,12 @@ impl FreeIndex {
                         found.map_or(hk, |k| k.min(hk))
                     }
                 };
-                Some(Choice::unchecked(sizes::key_addr(key)))
+                let addr = sizes::key_addr(key);
+                Some(if addr == self.hot {
+                    self.hot_choice()
+                } else {
+                    Choice::unchecked(addr)
+                })
             }
         }
     }
@@ -429,12 +464,12 @@ impl FreeIndex {
     #[inline]
     fn earlier(&self, found: Option<Found>, hot: usize, from: usize) -> Choice {
         let Some(f) = found else {
-            return Choice::unchecked(hot);
+            return self.hot_choice();
         };
         let h = cells::position(self.hot_desc(), hot);
         let rank = |p: usize| (p < from, p);
         if rank(h) < rank(f.pos) {
-            Choice::unchecked(hot)
+            self.hot_choice()
         } else {
             Choice::checked(f)
         }

@@ -30,6 +30,10 @@ const KEYS: [&[u8]; 6] = [
 /// array (which holds pointers, so is aligned) has this value.
 const NOT_READ: usize = usize::MAX;
 
+/// A word that is always 0: what `Options::end_at` and `Options::last_at`
+/// point to when the environment has no such entry.
+static NOTHING: usize = 0;
+
 /// The options in effect.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -47,7 +51,12 @@ pub struct Options {
     pub trace: *const c_char,
     /// The `environ` pointer when read; `NOT_READ` before the first read.
     env: usize,
-    len: usize,
+    /// Where the array's terminating null was (`environ + len`), or
+    /// `NOTHING` when there was no array.
+    end_at: *const usize,
+    /// Where its last entry was (`environ + len - 1`), or `NOTHING` when
+    /// there was none.
+    last_at: *const usize,
     /// The last entry's pointer (0 when the environment is empty).
     last: usize,
     /// Per key: (index in environ, entry pointer), pointer 0 if absent.
@@ -77,7 +86,8 @@ impl Options {
             stats: false,
             trace: core::ptr::null(),
             env: NOT_READ,
-            len: 0,
+            end_at: &NOTHING,
+            last_at: &NOTHING,
             last: 0,
             found: [(0, 0); KEYS.len()],
             any_found: false,
@@ -91,25 +101,19 @@ impl Options {
         if env as usize != self.env {
             return true;
         }
-        if env.is_null() {
-            return false;
-        }
-        // SAFETY: the array at this address held `len + 1` entries when read.
-        // `unsetenv` shrinks it in place (its memory stays); a `setenv` that
-        // reallocs it to fewer entries keeps the pointer only by shrinking
-        // it in place, and the tail it gives back stays mapped in its region;
-        // an array of the program's own stays its own. Both words are
-        // readable.
-        if unsafe { !(*env.add(self.len)).is_null() } {
-            return true;
-        }
-        // SAFETY: as above (`len - 1 < len`).
-        if self.len > 0 && unsafe { *env.add(self.len - 1) } as usize != self.last {
+        // SAFETY: both point at `NOTHING` or into the array at `env`, which
+        // held every entry up to `end_at` when read. `unsetenv` shrinks it in place
+        // (its memory stays); a `setenv` that reallocs it to fewer entries
+        // keeps the pointer only by shrinking it in place, and the tail it
+        // gives back stays mapped in its region; an array of the program's
+        // own stays its own. Both words are readable.
+        if unsafe { *self.end_at != 0 || *self.last_at != self.last } {
             return true;
         }
         self.any_found
             && self.found.iter().any(|&(i, p)| {
-                // SAFETY: `i < len`, within the array checked above.
+                // SAFETY: entry `i` lies before `end_at`, in the array
+                // checked above.
                 p != 0 && unsafe { *env.add(i) as usize != p }
             })
     }
@@ -150,8 +154,9 @@ impl Options {
             }
             i += 1;
         }
-        self.len = i;
+        self.end_at = env.wrapping_add(i) as *const usize;
         if i > 0 {
+            self.last_at = env.wrapping_add(i - 1) as *const usize;
             // SAFETY: entry `i - 1` was read above.
             self.last = unsafe { *env.add(i - 1) } as usize;
         }
