@@ -1342,7 +1342,6 @@ fn verify_pattern(f: Block) {
     }
 }
 
-/// A block's free neighbours: the one before it, the one after it.
 /// What `block_in` found around a used block: its region's bounds and its
 /// free neighbours.
 #[derive(Clone, Copy)]

@@ -102,11 +102,11 @@ impl Options {
             return true;
         }
         // SAFETY: both point at `NOTHING` or into the array at `env`, which
-        // held every entry up to `end_at` when read. `unsetenv` shrinks it in place
-        // (its memory stays); a `setenv` that reallocs it to fewer entries
-        // keeps the pointer only by shrinking it in place, and the tail it
-        // gives back stays mapped in its region; an array of the program's
-        // own stays its own. Both words are readable.
+        // held every entry up to `end_at` when read. `unsetenv` shrinks it
+        // in place (its memory stays); a `setenv` that reallocs it to fewer
+        // entries keeps the pointer only by shrinking it in place, and the
+        // tail it gives back stays mapped in its region; an array of the
+        // program's own stays its own. Both words are readable.
         if unsafe { *self.end_at != 0 || *self.last_at != self.last } {
             return true;
         }
