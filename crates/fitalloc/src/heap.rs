@@ -569,7 +569,7 @@ impl<S: PageSource> Heap<S> {
             0 => block.indexed_units(self.secret),
             checked => checked,
         };
-        let d = match c.region() {
+        let d = match c.region {
             Some(d) => d,
             None => self.reg.desc(block.region()),
         };

@@ -57,15 +57,14 @@ pub enum Rover {
 /// heap checks it before using it. For the hot block it also gives the
 /// region's descriptor, which the index keeps, so that the heap need not
 /// look it up.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy)]
 pub struct Choice {
     /// The block's address.
     pub addr: usize,
     /// Its checked size in units, or 0.
     pub units: u32,
-    /// Its region's descriptor when the index knows it (the hot block's),
-    /// else null.
-    d: *const RegionDesc,
+    /// Its region's descriptor when the index knows it (the hot block's).
+    pub region: Option<&'static RegionDesc>,
 }
 
 impl Choice {
@@ -75,7 +74,7 @@ impl Choice {
         Choice {
             addr: f.addr,
             units: f.units,
-            d: core::ptr::null(),
+            region: None,
         }
     }
 
@@ -85,17 +84,8 @@ impl Choice {
         Choice {
             addr,
             units: 0,
-            d: core::ptr::null(),
+            region: None,
         }
-    }
-
-    /// The block's region, when the index knew it.
-    #[inline]
-    pub fn region(&self) -> Option<&'static RegionDesc> {
-        // SAFETY: only `FreeIndex::hot_choice` sets it: the hot block's
-        // descriptor, of a live region (registry descriptors are never
-        // unmapped), read before the heap changes anything.
-        (!self.d.is_null()).then(|| unsafe { &*self.d })
     }
 }
 
@@ -154,7 +144,7 @@ impl FreeIndex {
         Choice {
             addr: self.hot,
             units: 0,
-            d: self.hot_d,
+            region: Some(self.hot_desc()),
         }
     }
 
@@ -398,16 +388,16 @@ impl FreeIndex {
                 let found = self.cells.first_fit(units);
                 match self.hot_fitting(units) {
                     None => found.map(Choice::checked),
-                    Some(h) => Some(self.earlier(found, h, 0)),
+                    Some(_) => Some(self.earlier(found, 0)),
                 }
             }
             Policy::NextFit => {
                 let found = self.cells.next_fit(units, rover);
                 match self.hot_fitting(units) {
                     None => found.map(Choice::checked),
-                    Some(h) => {
+                    Some(_) => {
                         let from = rover.map_or(0, |(d, a)| cells::position(d, a));
-                        Some(self.earlier(found, h, from))
+                        Some(self.earlier(found, from))
                     }
                 }
             }
@@ -435,7 +425,7 @@ impl FreeIndex {
                     Some(self.hot_choice())
                 } else {
                     let found = largest.or_else(|| self.cells.first_fit(most));
-                    Some(self.earlier(found, self.hot, 0))
+                    Some(self.earlier(found, 0))
                 }
             }
             Policy::BestFit => {
@@ -457,16 +447,16 @@ impl FreeIndex {
         }
     }
 
-    /// Of `found` (the position order's candidate) and the hot block at
-    /// `hot` (a candidate too), the first in list order counted from
+    /// Of `found` (the position order's candidate) and the hot block (a
+    /// candidate too: the caller saw it fit), the first in list order counted from
     /// position `from` and wrapping around: next fit's order, and first
     /// fit's when `from` is 0.
     #[inline]
-    fn earlier(&self, found: Option<Found>, hot: usize, from: usize) -> Choice {
+    fn earlier(&self, found: Option<Found>, from: usize) -> Choice {
         let Some(f) = found else {
             return self.hot_choice();
         };
-        let h = cells::position(self.hot_desc(), hot);
+        let h = cells::position(self.hot_desc(), self.hot);
         let rank = |p: usize| (p < from, p);
         if rank(h) < rank(f.pos) {
             self.hot_choice()
