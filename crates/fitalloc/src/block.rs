@@ -232,7 +232,7 @@ impl Block {
     /// Writes every header field and the check. `size` and `prev_size` are
     /// in bytes and must be multiples of 16 below `MAX_UNITS * 16`.
     #[inline]
-    pub fn write(self, secret: u64, region: u32, prev_size: usize, size: usize, flags: u32) {
+    pub fn write(self, secret: Key, region: u32, prev_size: usize, size: usize, flags: u32) {
         debug_assert!(size.is_multiple_of(ALIGN) && size / ALIGN <= MAX_UNITS);
         debug_assert!(prev_size.is_multiple_of(ALIGN) && prev_size / ALIGN <= MAX_UNITS);
         let mut h = Header {
@@ -248,7 +248,7 @@ impl Block {
 
     /// Changes the size, keeping the other fields.
     #[inline]
-    pub fn set_size(self, secret: u64, size: usize) {
+    pub fn set_size(self, secret: Key, size: usize) {
         self.write(secret, self.region(), self.prev_size(), size, self.flags());
     }
 
@@ -265,13 +265,13 @@ impl Block {
 
     /// Changes the flags, keeping the other fields.
     #[inline]
-    pub fn set_flags(self, secret: u64, flags: u32) {
+    pub fn set_flags(self, secret: Key, flags: u32) {
         self.write(secret, self.region(), self.prev_size(), self.size(), flags);
     }
 
     /// Whether the check field matches the other fields.
     #[inline]
-    pub fn is_sealed(self, secret: u64) -> bool {
+    pub fn is_sealed(self, secret: Key) -> bool {
         let tag = self.header().tag;
         tag >> 8 == check_fields(self.addr(), secret, self.fields(), tag)
     }
@@ -281,7 +281,7 @@ impl Block {
     /// wrote over it, which is reported (`corrupted free block`) and ends
     /// the process: nothing read from such a header is ever used.
     #[inline]
-    pub fn indexed_units(self, secret: u64) -> u32 {
+    pub fn indexed_units(self, secret: Key) -> u32 {
         let h = self.header();
         if h.tag & FREE == 0
             || h.tag >> 8 != check_fields(self.addr(), secret, self.fields(), h.tag)
@@ -337,6 +337,24 @@ pub fn corrupted_free_block(addr: usize) -> ! {
     crate::os::abort()
 }
 
+/// The key of the header checks: the heap's secret, and the same rotated
+/// (kept, so that a check does not rotate it again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    fields: u64,
+    place: u64,
+}
+
+impl Key {
+    /// The key made from a secret.
+    pub const fn new(secret: u64) -> Key {
+        Key {
+            fields: secret,
+            place: secret.rotate_left(32),
+        }
+    }
+}
+
 // `Block::fields` reads `region` and `size_units` as one little-endian word.
 #[cfg(not(target_endian = "little"))]
 compile_error!("fitalloc's header check assumes a little-endian target");
@@ -346,9 +364,9 @@ compile_error!("fitalloc's header check assumes a little-endian target");
 /// the two key-masked words, folded (the "mum" step of wyhash). `fields` is
 /// `region | size_units << 32`, `tag` the flags (and the check, ignored).
 #[inline]
-fn check_fields(addr: usize, secret: u64, fields: u64, tag: u32) -> u32 {
+fn check_fields(addr: usize, secret: Key, fields: u64, tag: u32) -> u32 {
     let place = (addr as u64) << 4 | (tag & FLAG_MASK) as u64;
-    let p = ((fields ^ secret) as u128) * ((place ^ secret.rotate_left(32)) as u128);
+    let p = ((fields ^ secret.fields) as u128) * ((place ^ secret.place) as u128);
     (((p as u64) ^ (p >> 64) as u64) >> 40) as u32
 }
 

@@ -57,7 +57,7 @@
 //! kept) into a table of twice the live cells or more: amortised O(1) per
 //! cell.
 
-use crate::block::Block;
+use crate::block::{Block, Key};
 use crate::maxtree::MaxTree;
 use crate::os;
 use crate::registry::{RegionDesc, Registry};
@@ -74,7 +74,7 @@ const SHRINK_FROM: usize = 4096;
 
 /// The position index (see the module docs).
 pub struct Cells {
-    secret: u64,
+    secret: Key,
     /// Cells in the table (a power of two, or 0 before the first region).
     cap: usize,
     /// Cells handed out so far.
@@ -143,7 +143,7 @@ pub fn position(d: &RegionDesc, addr: usize) -> usize {
 
 impl Cells {
     /// An empty index; `secret` is the key of the header checks.
-    pub const fn new(secret: u64) -> Cells {
+    pub const fn new(secret: Key) -> Cells {
         Cells {
             secret,
             cap: 0,
@@ -593,7 +593,7 @@ impl Cells {
 
     /// An empty index with a table of `cap` cells (a power of two, at
     /// least 64); `None` if it could not be mapped.
-    fn with_table(secret: u64, cap: usize) -> Option<Cells> {
+    fn with_table(secret: Key, cap: usize) -> Option<Cells> {
         let tree = MaxTree::new(cap)?;
         let base = os::map_meta(table_bytes(cap))?;
         Some(Cells {

@@ -1100,7 +1100,7 @@ fn foreign_block(spot: Spot, p: usize) -> Result<crate::block::Block, Misuse> {
     }
     // SAFETY: `p - HEADER` is 16-aligned inside live region `id`.
     let b = unsafe { crate::block::Block::from_raw(p - HEADER) };
-    if !b.is_sealed(REGISTRY.secret()) || b.region() != id {
+    if !b.is_sealed(block::Key::new(REGISTRY.secret())) || b.region() != id {
         return Err(Misuse::Corrupted);
     }
     if b.is_free() || listed(d, p) {

@@ -10,8 +10,8 @@
 //! the headers of the free blocks it keeps.
 
 use crate::block::{
-    self, Block, ALIGN, CANARY, FREE, HEADER, MAX_SLACK, MAX_UNITS, MIN_BLOCK, NAMED, NAME_AREA,
-    POISON, POISONED,
+    self, Block, Key, ALIGN, CANARY, FREE, HEADER, MAX_SLACK, MAX_UNITS, MIN_BLOCK, NAMED,
+    NAME_AREA, POISON, POISONED,
 };
 use crate::index::{Choice, FreeIndex, Rover};
 use crate::os::PageSource;
@@ -167,7 +167,7 @@ pub struct Heap<S: PageSource> {
     source: S,
     reg: &'static Registry,
     id: u32,
-    secret: u64,
+    secret: Key,
     policy: Policy,
     index: FreeIndex,
     head: u32,
@@ -217,7 +217,7 @@ impl<S: PageSource> Heap<S> {
     /// descriptors; heaps sharing a registry need distinct ids.
     pub fn new(source: S, reg: &'static Registry, id: u32, policy: Policy) -> Heap<S> {
         assert!(id != 0, "heap id 0 is reserved");
-        let secret = reg.secret();
+        let secret = Key::new(reg.secret());
         Heap {
             source,
             reg,
@@ -1378,7 +1378,7 @@ fn region_ids(reg: &'static Registry, head: u32) -> impl Iterator<Item = u32> {
 
 /// Whether `b`'s header passes its check and its size keeps it inside
 /// region `d` (what a walk needs before it steps over the block).
-fn header_sane(b: Block, d: &RegionDesc, secret: u64) -> bool {
+fn header_sane(b: Block, d: &RegionDesc, secret: Key) -> bool {
     b.is_sealed(secret) && b.size() >= MIN_BLOCK && b.end() <= d.end()
 }
 
@@ -1387,7 +1387,7 @@ fn header_sane(b: Block, d: &RegionDesc, secret: u64) -> bool {
 /// checked before anything read from it is used: one a program overwrote
 /// (a size of 0 would walk in place forever, a huge one out of the region)
 /// ends the process as `corrupted block header`.
-fn region_blocks(d: &RegionDesc, secret: u64) -> impl Iterator<Item = Block> + '_ {
+fn region_blocks(d: &RegionDesc, secret: Key) -> impl Iterator<Item = Block> + '_ {
     let mut at = Some(first_block(d));
     core::iter::from_fn(move || {
         let b = at?;

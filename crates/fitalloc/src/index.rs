@@ -29,6 +29,7 @@
 //! block out of the order and puts the hot block in: one removal and one
 //! insertion instead of a move.
 
+use crate::block::Key;
 use crate::cells::{self, Cells, Found};
 use crate::policy::{Order, Policy};
 use crate::registry::{RegionDesc, Registry};
@@ -115,7 +116,7 @@ fn out_of_memory() -> ! {
 
 impl FreeIndex {
     /// An empty index of the given order; `secret` keys the header checks.
-    pub const fn new(order: Order, secret: u64) -> FreeIndex {
+    pub const fn new(order: Order, secret: Key) -> FreeIndex {
         FreeIndex {
             order,
             cells: Cells::new(secret),
@@ -468,7 +469,7 @@ impl FreeIndex {
     /// Prepares an empty index of `order` for regions totalling `bytes`,
     /// which the caller then adds (`add_region`, list order) before
     /// inserting every free block. `None` if memory could not be mapped.
-    pub fn for_rebuild(order: Order, secret: u64, bytes: usize) -> Option<FreeIndex> {
+    pub fn for_rebuild(order: Order, secret: Key, bytes: usize) -> Option<FreeIndex> {
         let mut fresh = FreeIndex::new(order, secret);
         if order == Order::Position {
             fresh.cells.reset(Cells::cells_for(bytes))?;
