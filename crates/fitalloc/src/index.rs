@@ -449,9 +449,9 @@ impl FreeIndex {
     }
 
     /// Of `found` (the position order's candidate) and the hot block (a
-    /// candidate too: the caller saw it fit), the first in list order counted from
-    /// position `from` and wrapping around: next fit's order, and first
-    /// fit's when `from` is 0.
+    /// candidate too: the caller saw it fit), the first in list order
+    /// counted from position `from` and wrapping around: next fit's order,
+    /// and first fit's when `from` is 0.
     #[inline]
     fn earlier(&self, found: Option<Found>, from: usize) -> Choice {
         let Some(f) = found else {
